@@ -1,0 +1,243 @@
+//! What a transaction touches ([`Keys`]) and what it must wait for ([`Deps`]).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::T0;
+
+/// One key a transaction reads or writes; opaque bytes chosen by the application.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key(pub Bytes);
+
+impl Key {
+    /// The key's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => write!(f, "{text:?}"),
+            Err(_) => write!(
+                f,
+                "0x{}",
+                self.0
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            ),
+        }
+    }
+}
+
+impl From<&str> for Key {
+    fn from(key: &str) -> Self {
+        Key(Bytes::copy_from_slice(key.as_bytes()))
+    }
+}
+
+impl From<String> for Key {
+    fn from(key: String) -> Self {
+        Key(Bytes::from(key.into_bytes()))
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(key: &[u8]) -> Self {
+        Key(Bytes::copy_from_slice(key))
+    }
+}
+
+impl From<Vec<u8>> for Key {
+    fn from(key: Vec<u8>) -> Self {
+        Key(Bytes::from(key))
+    }
+}
+
+impl From<Bytes> for Key {
+    fn from(key: Bytes) -> Self {
+        Key(key)
+    }
+}
+
+/// The keys a transaction touches. Two transactions conflict exactly when their key sets
+/// intersect; [`Keys::All`] intersects everything, including another `All`.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Keys {
+    /// Conflicts with every transaction (the default of [`crate::Transaction::keys`]).
+    #[default]
+    All,
+    /// Conflicts with the transactions that touch at least one of these keys. An empty set
+    /// conflicts with nothing.
+    Set(BTreeSet<Key>),
+}
+
+impl Keys {
+    /// A key set of the given keys.
+    pub fn set<K: Into<Key>>(keys: impl IntoIterator<Item = K>) -> Keys {
+        Keys::Set(keys.into_iter().map(Into::into).collect())
+    }
+
+    /// A key set of one key.
+    pub fn single(key: impl Into<Key>) -> Keys {
+        Keys::set([key])
+    }
+
+    /// Whether a transaction touching `self` conflicts with one touching `other`.
+    pub fn conflicts_with(&self, other: &Keys) -> bool {
+        match (self, other) {
+            (Keys::All, _) | (_, Keys::All) => true,
+            (Keys::Set(a), Keys::Set(b)) => {
+                let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+                small.iter().any(|key| large.contains(key))
+            }
+        }
+    }
+
+    /// Whether this is [`Keys::All`].
+    pub fn is_all(&self) -> bool {
+        matches!(self, Keys::All)
+    }
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Keys::All => write!(f, "All"),
+            Keys::Set(keys) => f.debug_set().entries(keys).finish(),
+        }
+    }
+}
+
+/// The dependencies of a transaction: the `t0`s of the conflicting transactions it may have
+/// to execute after. Kept sorted and free of duplicates.
+#[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Deps(Vec<T0>);
+
+impl Deps {
+    /// No dependencies.
+    pub const fn new() -> Deps {
+        Deps(Vec::new())
+    }
+
+    /// Dependencies from any list of `t0`s (sorted and deduplicated here).
+    pub fn from_unsorted(mut t0s: Vec<T0>) -> Deps {
+        t0s.sort_unstable();
+        t0s.dedup();
+        Deps(t0s)
+    }
+
+    /// Adds every dependency of `other` to `self`.
+    pub fn union_with(&mut self, other: &Deps) {
+        if other.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0 = other.0.clone();
+            return;
+        }
+        let (a, b) = (&self.0, &other.0);
+        let mut merged = Vec::with_capacity(a.len() + b.len());
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() && j < b.len() {
+            match a[i].cmp(&b[j]) {
+                std::cmp::Ordering::Less => {
+                    merged.push(a[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    merged.push(b[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    merged.push(a[i]);
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        merged.extend_from_slice(&a[i..]);
+        merged.extend_from_slice(&b[j..]);
+        self.0 = merged;
+    }
+
+    /// Whether `t0` is a dependency.
+    pub fn contains(&self, t0: &T0) -> bool {
+        self.0.binary_search(t0).is_ok()
+    }
+
+    /// The dependencies in ascending order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &T0> + '_ {
+        self.0.iter()
+    }
+
+    /// How many dependencies there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The sorted `t0`s.
+    pub fn as_slice(&self) -> &[T0] {
+        &self.0
+    }
+
+    /// Keeps only the dependencies for which `keep` returns true.
+    pub fn retain(&mut self, keep: impl FnMut(&T0) -> bool) {
+        self.0.retain(keep);
+    }
+}
+
+impl fmt::Debug for Deps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.iter().map(|t0| t0.0)).finish()
+    }
+}
+
+impl FromIterator<T0> for Deps {
+    fn from_iter<I: IntoIterator<Item = T0>>(iter: I) -> Self {
+        Deps::from_unsorted(iter.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Timestamp;
+    use proptest::prelude::*;
+
+    fn t0(n: u64) -> T0 {
+        T0(Timestamp::new(n, 0, 1))
+    }
+
+    #[test]
+    fn all_conflicts_with_everything_and_empty_with_nothing() {
+        let empty = Keys::Set(BTreeSet::new());
+        assert!(Keys::All.conflicts_with(&Keys::All));
+        assert!(Keys::All.conflicts_with(&empty));
+        assert!(!empty.conflicts_with(&Keys::single("a")));
+        assert!(Keys::set(["a", "b"]).conflicts_with(&Keys::set(["b", "c"])));
+        assert!(!Keys::set(["a", "b"]).conflicts_with(&Keys::set(["c"])));
+    }
+
+    proptest! {
+        #[test]
+        fn union_is_the_sorted_set_union(a in proptest::collection::vec(0u64..50, 0..30),
+                                         b in proptest::collection::vec(0u64..50, 0..30)) {
+            let mut left: Deps = a.iter().map(|&n| t0(n)).collect();
+            let right: Deps = b.iter().map(|&n| t0(n)).collect();
+            left.union_with(&right);
+            let expected: Vec<T0> = a.iter().chain(b.iter()).map(|&n| t0(n))
+                .collect::<BTreeSet<T0>>().into_iter().collect();
+            prop_assert_eq!(left.as_slice(), expected.as_slice());
+        }
+    }
+}

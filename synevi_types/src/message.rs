@@ -1,0 +1,272 @@
+//! The protocol messages nodes exchange, one struct per message.
+//!
+//! Names follow the Accord paper: `PreAccept`, `Accept`, `Commit`, `BeginRecovery`. A node
+//! never sends a message to itself; the core handles its own part of every phase inline.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{Ballot, Deps, Keys, Serial, Status, T, T0};
+
+/// What a transaction is, as the protocol carries it: the client's request id, the keys it
+/// touches and the application's encoding of it (see [`crate::Transaction::as_bytes`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxBody {
+    /// The id the client passed to `Node::transaction`.
+    pub id: u128,
+    /// The keys the transaction touches; decides what it conflicts with.
+    pub keys: Keys,
+    /// The transaction as the application encoded it.
+    pub payload: Bytes,
+}
+
+/// Phase 1, coordinator to replicas: "order this transaction, proposed at `t0`".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreAccept {
+    /// The transaction's id and proposed execution timestamp.
+    pub t0: T0,
+    /// The transaction.
+    pub body: TxBody,
+}
+
+/// Phase 1 answer: the timestamp the replica can accept the transaction at (`t == t0` if
+/// nothing conflicting was witnessed above `t0`) and the conflicting transactions it knows
+/// with a lower `t0`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreAcceptOk {
+    /// The transaction answered for.
+    pub t0: T0,
+    /// The replica's proposal for `t`.
+    pub t: T,
+    /// Conflicting transactions with a lower `t0`.
+    pub deps: Deps,
+}
+
+/// Phase 2 (slow path, and recovery), coordinator to replicas: "accept `t` at `ballot`".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// The transaction.
+    pub t0: T0,
+    /// The coordinator's ballot; [`Ballot::ZERO`] for the original coordinator.
+    pub ballot: Ballot,
+    /// The proposed execution timestamp.
+    pub t: T,
+    /// Dependencies gathered so far (kept by the replica for recovery).
+    pub deps: Deps,
+    /// The transaction, for replicas that missed the pre-accept.
+    pub body: TxBody,
+}
+
+/// Phase 2 answer: the conflicting transactions the replica knows with a `t0` below the
+/// accepted `t`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptOk {
+    /// The transaction answered for.
+    pub t0: T0,
+    /// The ballot the answer is for.
+    pub ballot: Ballot,
+    /// Conflicting transactions with a `t0` below the accepted `t`.
+    pub deps: Deps,
+}
+
+/// The decision, coordinator to everyone: execute at `t` after `deps`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The transaction.
+    pub t0: T0,
+    /// Its execution timestamp.
+    pub t: T,
+    /// What it executes after (those of them with a lower `t`).
+    pub deps: Deps,
+    /// The transaction itself, for replicas that never saw it.
+    pub body: TxBody,
+}
+
+/// A refusal: the replica promised a higher ballot for this transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    /// The transaction refused.
+    pub t0: T0,
+    /// The ballot the replica promised; a recovery coordinator retries above it.
+    pub promised: Ballot,
+}
+
+/// Recovery, phase 1: "promise `ballot` for this transaction and tell me what you know".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeginRecovery {
+    /// The transaction to recover.
+    pub t0: T0,
+    /// The recovery coordinator's ballot, above every ballot it has seen for `t0`.
+    pub ballot: Ballot,
+    /// The transaction, if the recovery coordinator knows it; a replica that has not seen it
+    /// pre-accepts it from here. `None` when the transaction is known only as someone's
+    /// dependency.
+    pub body: Option<TxBody>,
+}
+
+/// Recovery, phase 1 answer: the replica's state of the transaction and the evidence the
+/// recovery coordinator needs to tell whether the fast path may have been taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoverOk {
+    /// The transaction answered for.
+    pub t0: T0,
+    /// The ballot now promised.
+    pub ballot: Ballot,
+    /// How far the replica's state of the transaction has progressed.
+    pub status: Status,
+    /// The ballot at which `t`/`deps` were accepted ([`Ballot::ZERO`] if never accepted).
+    pub accepted: Ballot,
+    /// The replica's `t` (pre-accepted, accepted or committed, per `status`).
+    pub t: T,
+    /// The replica's deps for that `t`.
+    pub deps: Deps,
+    /// The transaction, if the replica has it.
+    pub body: Option<TxBody>,
+    /// A conflicting transaction that started after `t0` (or executes after it) was accepted
+    /// or committed without `t0` in its deps: the fast path cannot have been taken.
+    pub rejects_fast_path: bool,
+    /// Conflicting transactions with a lower `t0`, committed with `t0` in their deps.
+    pub earlier_committed_witness: Deps,
+    /// Conflicting transactions with a lower `t0`, accepted (not committed) at a `t` above
+    /// `t0` without `t0` in their deps: the recovery must wait for them to commit.
+    pub earlier_accepted_no_witness: Deps,
+}
+
+/// Recovery decided the transaction never committed: "accept that it is a no-op".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptInvalidate {
+    /// The transaction to invalidate.
+    pub t0: T0,
+    /// The recovery coordinator's ballot.
+    pub ballot: Ballot,
+}
+
+/// Answer to [`AcceptInvalidate`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptInvalidateOk {
+    /// The transaction answered for.
+    pub t0: T0,
+    /// The ballot accepted.
+    pub ballot: Ballot,
+}
+
+/// The decision that a transaction is a no-op: it never executes anywhere, and transactions
+/// that depend on it stop waiting for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitInvalidate {
+    /// The invalidated transaction.
+    pub t0: T0,
+}
+
+/// "I have applied these transactions" (executed, or skipped as invalidated); sent to the
+/// transactions' coordinators, which track when every member has applied them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The transactions applied.
+    pub t0s: Vec<T0>,
+}
+
+/// From a coordinator to everyone: "every member has applied these transactions of mine, and
+/// every transaction of mine below `floor`": their protocol state may be released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    /// Every transaction this coordinator started with a lower `t0` is applied everywhere.
+    pub floor: T0,
+    /// Further transactions above `floor` that are applied everywhere.
+    pub t0s: Vec<T0>,
+}
+
+/// Catch-up: "what do you know of these transactions?" A node asks when it waits on a
+/// dependency it has not seen committed. Peers answer with [`Commit`] or
+/// [`CommitInvalidate`] for those they know decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inquire {
+    /// The transactions asked about.
+    pub t0s: Vec<T0>,
+}
+
+/// Every protocol message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// See [`PreAccept`].
+    PreAccept(PreAccept),
+    /// See [`PreAcceptOk`].
+    PreAcceptOk(PreAcceptOk),
+    /// See [`Accept`].
+    Accept(Accept),
+    /// See [`AcceptOk`].
+    AcceptOk(AcceptOk),
+    /// See [`Commit`].
+    Commit(Commit),
+    /// See [`Nack`].
+    Nack(Nack),
+    /// See [`BeginRecovery`].
+    BeginRecovery(BeginRecovery),
+    /// See [`RecoverOk`].
+    RecoverOk(RecoverOk),
+    /// See [`AcceptInvalidate`].
+    AcceptInvalidate(AcceptInvalidate),
+    /// See [`AcceptInvalidateOk`].
+    AcceptInvalidateOk(AcceptInvalidateOk),
+    /// See [`CommitInvalidate`].
+    CommitInvalidate(CommitInvalidate),
+    /// See [`Applied`].
+    Applied(Applied),
+    /// See [`Forget`].
+    Forget(Forget),
+    /// See [`Inquire`].
+    Inquire(Inquire),
+}
+
+impl Message {
+    /// A short name for logs and traces.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PreAccept(_) => "PreAccept",
+            Message::PreAcceptOk(_) => "PreAcceptOk",
+            Message::Accept(_) => "Accept",
+            Message::AcceptOk(_) => "AcceptOk",
+            Message::Commit(_) => "Commit",
+            Message::Nack(_) => "Nack",
+            Message::BeginRecovery(_) => "BeginRecovery",
+            Message::RecoverOk(_) => "RecoverOk",
+            Message::AcceptInvalidate(_) => "AcceptInvalidate",
+            Message::AcceptInvalidateOk(_) => "AcceptInvalidateOk",
+            Message::CommitInvalidate(_) => "CommitInvalidate",
+            Message::Applied(_) => "Applied",
+            Message::Forget(_) => "Forget",
+            Message::Inquire(_) => "Inquire",
+        }
+    }
+
+    /// The transactions the message is about (for traces).
+    pub fn t0s(&self) -> Vec<T0> {
+        match self {
+            Message::PreAccept(m) => vec![m.t0],
+            Message::PreAcceptOk(m) => vec![m.t0],
+            Message::Accept(m) => vec![m.t0],
+            Message::AcceptOk(m) => vec![m.t0],
+            Message::Commit(m) => vec![m.t0],
+            Message::Nack(m) => vec![m.t0],
+            Message::BeginRecovery(m) => vec![m.t0],
+            Message::RecoverOk(m) => vec![m.t0],
+            Message::AcceptInvalidate(m) => vec![m.t0],
+            Message::AcceptInvalidateOk(m) => vec![m.t0],
+            Message::CommitInvalidate(m) => vec![m.t0],
+            Message::Applied(m) => m.t0s.clone(),
+            Message::Forget(m) => m.t0s.clone(),
+            Message::Inquire(m) => m.t0s.clone(),
+        }
+    }
+}
+
+/// A message with its sender and receiver, as networks carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Serial of the sending node.
+    pub from: Serial,
+    /// Serial of the receiving node.
+    pub to: Serial,
+    /// The message.
+    pub message: Message,
+}
