@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{Ballot, Deps, Keys, Serial, Status, T, T0};
+use crate::{Ballot, Deps, Keys, Serial, Status, Timestamp, T, T0};
 
 /// What a transaction is, as the protocol carries it: the client's request id, the keys it
 /// touches and the application's encoding of it (see [`crate::Transaction::as_bytes`]).
@@ -166,14 +166,17 @@ pub struct Applied {
     pub t0s: Vec<T0>,
 }
 
-/// From a coordinator to everyone: "every member has applied these transactions of mine, and
-/// every transaction of mine below `floor`": their protocol state may be released.
+/// Periodic, from every node to everyone: what it knows is finished. Drives garbage
+/// collection (see `gc.rs` in `synevi_core`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forget {
-    /// Every transaction this coordinator started with a lower `t0` is applied everywhere.
+    /// Every transaction the sender coordinated with a lower `t0` is applied by every member.
     pub floor: T0,
-    /// Further transactions above `floor` that are applied everywhere.
+    /// Further transactions the sender coordinated, above `floor`, applied by every member.
     pub t0s: Vec<T0>,
+    /// Every transaction the sender knows with a lower `t0` is decided at the sender, and the
+    /// sender's clock is above it (so it issues no lower `t0` any more).
+    pub decided_floor: Timestamp,
 }
 
 /// Catch-up: "what do you know of these transactions?" A node asks when it waits on a
