@@ -71,11 +71,11 @@ impl<S: Store, F: FnMut() -> Result<S, SyneviError>> Harness for InMemory<F> {
     }
 }
 
-fn t0(time: u64, serial: Serial) -> T0 {
+pub(crate) fn t0(time: u64, serial: Serial) -> T0 {
     T0(Timestamp::new(time, 0, serial))
 }
 
-fn record(t0: T0, status: Status, salt: u8) -> TxRecord {
+pub(crate) fn record(t0: T0, status: Status, salt: u8) -> TxRecord {
     TxRecord {
         t0,
         status,
@@ -94,7 +94,7 @@ fn record(t0: T0, status: Status, salt: u8) -> TxRecord {
     }
 }
 
-fn event(seq: u64, salt: u8) -> Event {
+pub(crate) fn event(seq: u64, salt: u8) -> Event {
     Event {
         seq,
         t0: t0(seq * 10 + u64::from(salt), 1),
@@ -105,7 +105,7 @@ fn event(seq: u64, salt: u8) -> Event {
     }
 }
 
-fn meta(applied_count: u64) -> NodeMeta {
+pub(crate) fn meta(applied_count: u64) -> NodeMeta {
     NodeMeta {
         node_id: Ulid::from_parts(7, 7),
         serial: SERIAL,
@@ -337,7 +337,7 @@ enum Op {
     Mixed(Vec<(u64, Serial, u8, u8)>, Vec<(u64, Serial)>, u8),
 }
 
-fn status(n: u8) -> Status {
+pub(crate) fn status(n: u8) -> Status {
     [
         Status::Promised,
         Status::PreAccepted,

@@ -1,0 +1,528 @@
+//! The conformance suite run against [`LmdbStore`], and what only an on-disk store can get
+//! wrong: reopening, foreign and damaged directories, a full map, long event logs.
+
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes as HeedBytes;
+use heed::{Database, EnvOpenOptions};
+use synevi_types::{Bytes, Event, Status, Store, SyneviError, WriteBatch};
+use tempfile::TempDir;
+
+use super::codec::{table, FormatRecord, KEY_FORMAT};
+use super::*;
+use crate::conformance::{event, meta, record, status, t0, Harness, SERIAL};
+use crate::MemStore;
+
+/// Small enough that the random conformance test grows the map now and then.
+fn small_config() -> LmdbConfig {
+    LmdbConfig::default()
+        .map_size_initial(MAP_SIZE_MIN)
+        .map_size_growth(MAP_SIZE_MIN)
+        .map_size_max(64 << 20)
+}
+
+/// Opens each fresh store in a new temporary directory; reopening drops the store (closing
+/// the environment) and opens the same directory again, as a restarted node does.
+struct OnDisk {
+    dir: Option<TempDir>,
+    config: LmdbConfig,
+}
+
+impl OnDisk {
+    fn new() -> Self {
+        OnDisk {
+            dir: None,
+            config: small_config(),
+        }
+    }
+}
+
+impl Harness for OnDisk {
+    type S = LmdbStore;
+
+    fn fresh(&mut self) -> LmdbStore {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let store = LmdbStore::with_config(dir.path().join("store"), SERIAL, self.config.clone())
+            .expect("a fresh store opens");
+        // Replacing the directory deletes the previous case's, whose store is dropped by now.
+        self.dir = Some(dir);
+        store
+    }
+
+    fn reopen(&mut self, store: LmdbStore) -> LmdbStore {
+        let path = store.path().to_path_buf();
+        drop(store);
+        LmdbStore::with_config(path, SERIAL, self.config.clone()).expect("the store reopens")
+    }
+}
+
+crate::store_conformance_tests!(OnDisk::new());
+
+fn temp_store(config: LmdbConfig) -> (TempDir, PathBuf, LmdbStore) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("store");
+    let store = LmdbStore::with_config(&path, SERIAL, config).expect("opens");
+    (dir, path, store)
+}
+
+fn reopen(path: &Path, config: LmdbConfig) -> LmdbStore {
+    LmdbStore::with_config(path, SERIAL, config).expect("reopens")
+}
+
+fn all_events(store: &impl Store) -> Vec<Event> {
+    store.events_after(0, usize::MAX).expect("events read")
+}
+
+fn event_with_payload(seq: u64, bytes: usize) -> Event {
+    Event {
+        payload: Bytes::from(vec![(seq % 251) as u8; bytes]),
+        ..event(seq, seq as u8)
+    }
+}
+
+/// Opens the raw LMDB environment of a closed store, to damage it the way a disk or another
+/// program might.
+fn tamper(path: &Path, change: impl FnOnce(&heed::Env, &mut heed::RwTxn)) {
+    let mut options = EnvOpenOptions::new();
+    options.map_size(16 << 20).max_dbs(16);
+    // SAFETY: the test's store is closed; nothing else maps the file.
+    let env = unsafe { options.open(path) }.expect("the raw environment opens");
+    let mut wtxn = env.write_txn().expect("write txn");
+    change(&env, &mut wtxn);
+    wtxn.commit().expect("tampering commits");
+}
+
+fn raw_table(env: &heed::Env, wtxn: &heed::RwTxn, name: &str) -> Database<HeedBytes, HeedBytes> {
+    env.open_database(wtxn, Some(name))
+        .expect("opens")
+        .expect("the table exists")
+}
+
+fn assert_corrupt(result: Result<impl std::fmt::Debug, SyneviError>, expected: &str) {
+    match result {
+        Err(SyneviError::StoreCorrupt { reason, .. }) => assert!(
+            reason.contains(expected),
+            "reason {reason:?} should mention {expected:?}"
+        ),
+        other => panic!("expected StoreCorrupt mentioning {expected:?}, got {other:?}"),
+    }
+}
+
+/// A small deterministic generator (xorshift), so that a failure replays without a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+#[test]
+fn many_commits_survive_reopens_like_mem_store() {
+    let (_dir, path, mut store) = temp_store(small_config());
+    let model = MemStore::new(SERIAL).expect("opens");
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let mut next_seq = 1;
+    for round in 0..400u64 {
+        let mut batch = WriteBatch::default();
+        for _ in 0..rng.below(6) {
+            let id = t0(rng.below(200), 1 + rng.below(3) as u16);
+            batch
+                .transactions
+                .push(record(id, status(rng.below(7) as u8), rng.below(256) as u8));
+        }
+        for _ in 0..rng.below(3) {
+            batch
+                .forget
+                .push(t0(rng.below(200), 1 + rng.below(3) as u16));
+        }
+        if rng.below(10) == 0 {
+            let serial = 1 + rng.below(3) as u16;
+            batch.floors.push((serial, t0(rng.below(200), serial)));
+        }
+        for _ in 0..rng.below(4) {
+            batch.events.push(event(next_seq, round as u8));
+            next_seq += 1;
+        }
+        if rng.below(4) == 0 {
+            batch.meta = Some(meta(round));
+        }
+        store.commit(&batch).expect("lmdb commits");
+        model.commit(&batch).expect("memory commits");
+        if round % 50 == 49 {
+            drop(store);
+            store = reopen(&path, small_config());
+        }
+        if round % 10 == 0 {
+            assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
+        }
+    }
+    drop(store);
+    let store = reopen(&path, small_config());
+    assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
+    assert_eq!(all_events(&store), all_events(&model));
+    assert_eq!(
+        store.transaction_count().expect("counts"),
+        model.transaction_count() as u64
+    );
+}
+
+#[test]
+fn a_store_of_another_serial_is_refused() {
+    let (_dir, path, store) = temp_store(small_config());
+    store
+        .commit(&WriteBatch {
+            meta: Some(meta(3)),
+            ..WriteBatch::default()
+        })
+        .expect("commits");
+    drop(store);
+    let other = LmdbStore::with_config(&path, SERIAL + 1, small_config());
+    assert_eq!(
+        other.map(|_| ()),
+        Err(SyneviError::WrongNode {
+            expected: SERIAL + 1,
+            found: SERIAL
+        })
+    );
+    let store = reopen(&path, small_config());
+    assert_eq!(store.load().expect("loads").meta, Some(meta(3)));
+}
+
+#[test]
+fn foreign_files_and_paths_are_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("notes.txt"), "not a store").expect("writes");
+    assert_corrupt(LmdbStore::new(dir.path(), SERIAL), "notes.txt");
+
+    let file = dir.path().join("notes.txt");
+    assert_corrupt(LmdbStore::new(&file, SERIAL), "not a directory");
+
+    let garbage = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(garbage.path().join("data.mdb"), vec![0xab; 64 * 1024]).expect("writes");
+    assert_corrupt(LmdbStore::new(garbage.path(), SERIAL), "LMDB reports");
+}
+
+#[test]
+fn a_foreign_lmdb_environment_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    tamper(dir.path(), |env, wtxn| {
+        let other: Database<HeedBytes, HeedBytes> = env
+            .create_database(wtxn, Some("accounts"))
+            .expect("creates");
+        other.put(wtxn, b"alice", b"10").expect("puts");
+    });
+    assert_corrupt(
+        LmdbStore::new(dir.path(), SERIAL),
+        "without a synevi format record",
+    );
+
+    // Plain data in the unnamed database, under the name of our meta table.
+    let plain = tempfile::tempdir().expect("a temporary directory");
+    tamper(plain.path(), |env, wtxn| {
+        let main: Database<HeedBytes, HeedBytes> =
+            env.create_database(wtxn, None).expect("creates");
+        main.put(wtxn, b"meta", b"plain value").expect("puts");
+    });
+    assert_corrupt(LmdbStore::new(plain.path(), SERIAL), "LMDB reports");
+}
+
+#[test]
+fn an_environment_left_empty_by_a_crash_during_creation_is_created() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    tamper(dir.path(), |_, _| {});
+    let store = LmdbStore::new(dir.path(), SERIAL).expect("opens as a new store");
+    assert_eq!(store.load().expect("loads"), StoredState::default());
+}
+
+#[test]
+fn damaged_or_unknown_format_records_are_refused() {
+    let (_dir, path, store) = temp_store(small_config());
+    drop(store);
+    tamper(&path, |env, wtxn| {
+        raw_table(env, wtxn, table::META)
+            .put(wtxn, KEY_FORMAT, b"synevi-stor3\0\0\0\x01\0\x01")
+            .expect("puts");
+    });
+    assert_corrupt(LmdbStore::new(&path, SERIAL), "marker");
+
+    tamper(&path, |env, wtxn| {
+        let future = FormatRecord {
+            version: 99,
+            serial: SERIAL,
+        };
+        raw_table(env, wtxn, table::META)
+            .put(wtxn, KEY_FORMAT, &future.encode())
+            .expect("puts");
+    });
+    assert_corrupt(LmdbStore::new(&path, SERIAL), "format version 99");
+
+    tamper(&path, |env, wtxn| {
+        raw_table(env, wtxn, table::META)
+            .delete(wtxn, KEY_FORMAT)
+            .expect("deletes");
+    });
+    assert_corrupt(LmdbStore::new(&path, SERIAL), "no format record");
+}
+
+#[test]
+fn missing_or_extra_tables_are_refused() {
+    let (_dir, path, store) = temp_store(small_config());
+    drop(store);
+    tamper(&path, |env, wtxn| {
+        let extra: Database<HeedBytes, HeedBytes> =
+            env.create_database(wtxn, Some("extra")).expect("creates");
+        extra.put(wtxn, b"k", b"v").expect("puts");
+    });
+    assert_corrupt(LmdbStore::new(&path, SERIAL), "\"extra\"");
+
+    let (_dir, path, store) = temp_store(small_config());
+    drop(store);
+    tamper(&path, |env, wtxn| {
+        let events = raw_table(env, wtxn, table::EVENTS);
+        // SAFETY: no other handle of this database is in use.
+        unsafe { events.remove(wtxn) }.expect("drops the table");
+    });
+    assert_corrupt(LmdbStore::new(&path, SERIAL), "\"events\" is missing");
+}
+
+#[test]
+fn damaged_records_are_reported_not_panicked_on() {
+    let (_dir, path, store) = temp_store(small_config());
+    let id = t0(5, 1);
+    store
+        .commit(&WriteBatch {
+            transactions: vec![record(id, Status::Committed, 4)],
+            events: vec![event(1, 1), event(2, 2)],
+            ..WriteBatch::default()
+        })
+        .expect("commits");
+    drop(store);
+    tamper(&path, |env, wtxn| {
+        raw_table(env, wtxn, table::TRANSACTIONS)
+            .put(wtxn, &t0_key(id), &[0xff; 3])
+            .expect("puts");
+        raw_table(env, wtxn, table::EVENTS)
+            .put(
+                wtxn,
+                &seq_key(2),
+                &encode_value(&event(7, 7)).expect("encodes"),
+            )
+            .expect("puts");
+    });
+    let store = reopen(&path, small_config());
+    assert_corrupt(store.load(), "a transaction record");
+    assert_eq!(
+        store.events_after(0, 1).expect("event 1 is intact"),
+        vec![event(1, 1)]
+    );
+    assert_corrupt(store.events_after(1, 10), "event 2 holds seq 7");
+}
+
+#[test]
+fn a_directory_is_opened_once_per_process() {
+    let (_dir, path, _store) = temp_store(small_config());
+    match LmdbStore::with_config(&path, SERIAL, small_config()) {
+        Err(SyneviError::Store(message)) => assert!(message.contains("already open")),
+        other => panic!("expected a Store error, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_batch_larger_than_the_map_is_store_full_and_the_store_stays_usable() {
+    let config = LmdbConfig::default()
+        .map_size_initial(MAP_SIZE_MIN)
+        .map_size_growth(MAP_SIZE_MIN)
+        .map_size_max(MAP_SIZE_MIN * 2);
+    let (_dir, path, store) = temp_store(config.clone());
+    store
+        .commit(&WriteBatch {
+            events: vec![event(1, 1)],
+            meta: Some(meta(1)),
+            ..WriteBatch::default()
+        })
+        .expect("commits");
+    let before = store.load().expect("loads");
+    let huge = WriteBatch {
+        transactions: vec![record(t0(9, 1), Status::Committed, 1)],
+        events: vec![event_with_payload(2, 1 << 20)],
+        meta: Some(meta(2)),
+        ..WriteBatch::default()
+    };
+    match store.commit(&huge) {
+        Err(SyneviError::StoreFull(message)) => {
+            assert!(message.contains("map_size_max"), "{message}");
+            assert!(
+                message.contains("nothing of the batch was written"),
+                "{message}"
+            );
+        }
+        other => panic!("expected StoreFull, got {other:?}"),
+    }
+    assert_eq!(
+        store.map_size(),
+        MAP_SIZE_MIN * 2,
+        "the map grew to its maximum"
+    );
+    assert_eq!(store.load().expect("loads"), before, "nothing was written");
+    assert_eq!(all_events(&store), vec![event(1, 1)]);
+
+    let small = WriteBatch {
+        events: vec![event(2, 2)],
+        meta: Some(meta(2)),
+        ..WriteBatch::default()
+    };
+    store
+        .commit(&small)
+        .expect("a batch that fits still commits");
+    drop(store);
+    let store = reopen(&path, config);
+    assert_eq!(all_events(&store), vec![event(1, 1), event(2, 2)]);
+    assert_eq!(store.load().expect("loads").meta, Some(meta(2)));
+}
+
+#[test]
+fn filling_the_map_ends_in_store_full_with_every_acknowledged_batch_kept() {
+    let config = LmdbConfig::default()
+        .map_size_initial(MAP_SIZE_MIN)
+        .map_size_growth(MAP_SIZE_MIN)
+        .map_size_max(MAP_SIZE_MIN * 4);
+    let (_dir, path, store) = temp_store(config.clone());
+    let mut acknowledged = 0;
+    let mut full = None;
+    // Bounded: 1 MiB of map holds far fewer than 200 batches of 10 x 2 KiB.
+    for _ in 0..200 {
+        let batch = WriteBatch {
+            events: (acknowledged + 1..=acknowledged + 10)
+                .map(|seq| event_with_payload(seq, 2048))
+                .collect(),
+            ..WriteBatch::default()
+        };
+        match store.commit(&batch) {
+            Ok(()) => acknowledged += 10,
+            Err(error) => {
+                full = Some(error);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(full, Some(SyneviError::StoreFull(_))),
+        "expected StoreFull, got {full:?}"
+    );
+    assert!(acknowledged > 0);
+    assert_eq!(store.map_size(), MAP_SIZE_MIN * 4);
+    assert_eq!(store.load().expect("loads").last_event_seq, acknowledged);
+    drop(store);
+    let store = reopen(&path, config);
+    let events = all_events(&store);
+    assert_eq!(events.len() as u64, acknowledged);
+    assert!(events
+        .iter()
+        .enumerate()
+        .all(|(i, e)| *e == event_with_payload(i as u64 + 1, 2048)));
+}
+
+#[test]
+fn the_map_grows_as_the_log_grows_and_keeps_its_size_across_reopens() {
+    let (_dir, path, store) = temp_store(small_config());
+    let initial = store.map_size();
+    for chunk in 0..16u64 {
+        let batch = WriteBatch {
+            events: (chunk * 64 + 1..=chunk * 64 + 64)
+                .map(|seq| event_with_payload(seq, 4096))
+                .collect(),
+            ..WriteBatch::default()
+        };
+        store.commit(&batch).expect("commits, growing the map");
+    }
+    let grown = store.map_size();
+    assert!(grown > initial, "{grown} > {initial}");
+    drop(store);
+    let store = reopen(&path, small_config());
+    let on_disk = store.size_on_disk().expect("measures");
+    assert!(on_disk > 4 << 20, "{on_disk}");
+    assert!(
+        store.map_size() as u64 >= on_disk + MAP_SIZE_MIN as u64,
+        "a reopened store starts with room to write"
+    );
+    assert_eq!(all_events(&store).len(), 16 * 64);
+}
+
+#[test]
+fn events_after_pages_through_a_long_log() {
+    let (_dir, path, store) = temp_store(small_config());
+    let total = 5_000u64;
+    for start in (1..=total).step_by(250) {
+        store
+            .commit(&WriteBatch {
+                events: (start..start + 250)
+                    .map(|seq| event(seq, seq as u8))
+                    .collect(),
+                ..WriteBatch::default()
+            })
+            .expect("commits");
+    }
+    drop(store);
+    let store = reopen(&path, small_config());
+    assert_eq!(store.load().expect("loads").last_event_seq, total);
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, 128).expect("reads");
+        assert!(page.len() <= 128);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len() as u64, total);
+    assert!(seen
+        .iter()
+        .enumerate()
+        .all(|(i, e)| *e == event(i as u64 + 1, (i as u64 + 1) as u8)));
+    let mut rng = Rng(77);
+    for _ in 0..50 {
+        let after = rng.below(total + 10);
+        let limit = rng.below(40) as usize;
+        let page = store.events_after(after, limit).expect("reads");
+        let expected: Vec<u64> = (after + 1..=total).take(limit).collect();
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), expected);
+    }
+    assert!(store.events_after(u64::MAX, 10).expect("reads").is_empty());
+    assert!(store.events_after(0, 0).expect("reads").is_empty());
+}
+
+#[test]
+fn an_empty_batch_writes_nothing() {
+    let (_dir, _path, store) = temp_store(small_config());
+    store.commit(&WriteBatch::default()).expect("commits");
+    assert_eq!(store.load().expect("loads"), StoredState::default());
+}
+
+#[test]
+fn a_config_that_cannot_work_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let config = LmdbConfig::default().map_size_initial(1024);
+    assert!(matches!(
+        LmdbStore::with_config(dir.path(), SERIAL, config),
+        Err(SyneviError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn a_full_disk_is_store_full() {
+    let error = heed::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+    assert!(matches!(
+        map_error(Path::new("/data"), "committing", error),
+        SyneviError::StoreFull(message) if message.contains("no space left")
+    ));
+}
+
+#[test]
+fn the_store_can_be_shared_between_threads() {
+    fn shared<S: Send + Sync + 'static>() {}
+    shared::<LmdbStore>();
+}
