@@ -1,0 +1,349 @@
+//! The sending side: one task per peer that owns the peer's bounded queue, keeps one
+//! long-lived stream to it open, batches what queued up into frames, and reconnects with
+//! capped, jittered exponential back-off when the peer is down, slow or restarting.
+//!
+//! Because every peer has its own queue and task, a dead or slow peer only ever fills its
+//! own queue: sends to the others go on.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use synevi_types::{Envelope, Member, Serial, SyneviError, Ulid};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Endpoint;
+
+use super::config::GrpcConfig;
+use super::proto;
+use super::stats::{add, Counters};
+use super::{describe, wire, SUMMARY_BYTES_MAX};
+
+/// Frames handed to tonic but not yet written to the connection. Kept small on purpose:
+/// while the connection is busy, envelopes wait in the peer's queue instead, where they
+/// coalesce into the next (larger) frame; a deep buffer here would only add latency and
+/// hide back-pressure.
+const FRAMES_IN_FLIGHT: usize = 2;
+
+/// The sender's half of a peer: its queue, and the task draining it.
+pub(crate) struct PeerHandle {
+    /// The member as it was added.
+    pub(crate) member: Member,
+    /// The peer's bounded queue; `send` pushes with `try_send` and never waits.
+    pub(crate) queue: mpsc::Sender<Envelope>,
+    /// Stops the task (a child of the network's token).
+    pub(crate) cancel: CancellationToken,
+    /// The task, awaited on shutdown.
+    pub(crate) task: JoinHandle<()>,
+}
+
+/// What a peer's task needs to know.
+pub(crate) struct PeerContext {
+    pub(crate) member: Member,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) config: Arc<GrpcConfig>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) own_serial: Serial,
+    pub(crate) own_node_id: Ulid,
+}
+
+/// Creates the peer's queue and starts its task.
+pub(crate) fn spawn(context: PeerContext, cancel: CancellationToken) -> PeerHandle {
+    let (queue, receiver) = mpsc::channel(context.config.queue_envelopes_max);
+    let member = context.member.clone();
+    let outbox = Outbox {
+        queue: receiver,
+        carry: None,
+        frame_bytes_max: context.config.frame_bytes_max,
+        batch_envelopes_max: context.config.batch_envelopes_max,
+        counters: context.counters.clone(),
+        peer: context.member.serial,
+    };
+    let task = tokio::spawn(run(context, outbox, cancel.clone()));
+    PeerHandle {
+        member,
+        queue,
+        cancel,
+        task,
+    }
+}
+
+/// Why a session (one connection and one stream) ended.
+enum SessionEnd {
+    /// The network shut down or the member was replaced: stop.
+    Cancelled,
+    /// The queue's sender is gone: nothing more will ever be sent; stop.
+    QueueClosed,
+    /// The connection or the stream failed, or the peer closed it: reconnect.
+    Failed(String),
+}
+
+async fn run(context: PeerContext, mut outbox: Outbox, cancel: CancellationToken) {
+    let peer = context.member.serial;
+    let mut backoff = Backoff::new(context.config.backoff_initial, context.config.backoff_max);
+    // Consecutive failures; the first of a streak is logged loudly, the rest quietly, so a
+    // peer that is down for an hour does not fill the log.
+    let mut streak: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let reason = match session(&context, &mut outbox, &cancel).await {
+            SessionEnd::Cancelled | SessionEnd::QueueClosed => return,
+            SessionEnd::Failed(reason) => reason,
+        };
+        add(&context.counters.connection_failures, 1);
+        if started.elapsed() >= context.config.backoff_reset_after {
+            backoff.reset();
+            streak = 0;
+        }
+        streak = streak.saturating_add(1);
+        let delay = backoff.next_delay();
+        if streak == 1 {
+            tracing::warn!(peer, host = %context.member.host, %reason, ?delay,
+                "lost the stream to a peer; reconnecting with back-off");
+        } else {
+            tracing::debug!(peer, host = %context.member.host, %reason, ?delay, streak,
+                "peer still unreachable");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connection and one client-streaming call on it, pumping frames until something
+/// fails or the task is cancelled.
+async fn session(
+    context: &PeerContext,
+    outbox: &mut Outbox,
+    cancel: &CancellationToken,
+) -> SessionEnd {
+    let connected = tokio::select! {
+        () = cancel.cancelled() => return SessionEnd::Cancelled,
+        connected = context.endpoint.connect() => connected,
+    };
+    let channel = match connected {
+        Ok(channel) => channel,
+        Err(error) => return SessionEnd::Failed(format!("cannot connect: {}", describe(&error))),
+    };
+    add(&context.counters.connections, 1);
+    tracing::debug!(peer = context.member.serial, host = %context.member.host, "connected");
+
+    let (frames, frames_receiver) = mpsc::channel::<proto::Batch>(FRAMES_IN_FLIGHT);
+    let mut client = proto::peer_client::PeerClient::new(channel)
+        .max_encoding_message_size(context.config.frame_bytes_max)
+        .max_decoding_message_size(SUMMARY_BYTES_MAX);
+    let mut request = tonic::Request::new(ReceiverStream::new(frames_receiver));
+    // Who is on the other end of the stream, for the receiver's logs.
+    request
+        .metadata_mut()
+        .insert("synevi-serial", context.own_serial.into());
+    if let Ok(node_id) = context.own_node_id.to_string().parse() {
+        request.metadata_mut().insert("synevi-node-id", node_id);
+    }
+    let call = client.stream(request);
+    tokio::pin!(call);
+
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return SessionEnd::Cancelled,
+            ended = &mut call => return stream_ended(ended),
+            batch = outbox.next_batch() => {
+                let Some(batch) = batch else { return SessionEnd::QueueClosed };
+                let count = batch.envelopes.len() as u64;
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return SessionEnd::Cancelled,
+                    ended = &mut call => {
+                        add(&context.counters.dropped_disconnected, count);
+                        return stream_ended(ended);
+                    }
+                    sent = frames.send(batch) => {
+                        if sent.is_err() {
+                            add(&context.counters.dropped_disconnected, count);
+                            return SessionEnd::Failed("the stream stopped taking frames".into());
+                        }
+                        add(&context.counters.envelopes_sent, count);
+                        add(&context.counters.batches_sent, 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stream_ended(
+    ended: Result<tonic::Response<proto::StreamSummary>, tonic::Status>,
+) -> SessionEnd {
+    match ended {
+        Ok(response) => {
+            let summary = response.into_inner();
+            SessionEnd::Failed(format!(
+                "the peer closed the stream (it accepted {} and rejected {} envelopes)",
+                summary.envelopes_accepted, summary.envelopes_rejected
+            ))
+        }
+        Err(status) => SessionEnd::Failed(format!(
+            "the stream failed: {:?}: {}",
+            status.code(),
+            status.message()
+        )),
+    }
+}
+
+/// The receiving end of a peer's queue, turning queued envelopes into frames.
+struct Outbox {
+    queue: mpsc::Receiver<Envelope>,
+    /// An envelope taken from the queue that did not fit into the previous frame; it opens
+    /// the next one, so the order on the link is kept.
+    carry: Option<(proto::Envelope, usize)>,
+    frame_bytes_max: usize,
+    batch_envelopes_max: usize,
+    counters: Arc<Counters>,
+    peer: Serial,
+}
+
+impl Outbox {
+    /// Waits for one envelope, then takes every envelope already queued that still fits
+    /// into the frame: under load frames grow by themselves, and an idle link sends each
+    /// envelope at once, without waiting for company.
+    ///
+    /// Cancel-safe: the only await is the queue's `recv`, before anything was taken.
+    /// Returns `None` once the queue is closed and empty.
+    async fn next_batch(&mut self) -> Option<proto::Batch> {
+        let (first, mut bytes) = match self.carry.take() {
+            Some(carried) => carried,
+            None => loop {
+                let envelope = self.queue.recv().await?;
+                if let Some(encoded) = self.encode(envelope) {
+                    break encoded;
+                }
+            },
+        };
+        let mut envelopes = Vec::with_capacity(self.queue.len().min(self.batch_envelopes_max) + 1);
+        envelopes.push(first);
+        while envelopes.len() < self.batch_envelopes_max {
+            let Ok(envelope) = self.queue.try_recv() else {
+                break;
+            };
+            let Some((encoded, size)) = self.encode(envelope) else {
+                continue;
+            };
+            if bytes + size > self.frame_bytes_max {
+                self.carry = Some((encoded, size));
+                break;
+            }
+            bytes += size;
+            envelopes.push(encoded);
+        }
+        debug_assert!(bytes <= self.frame_bytes_max, "a frame never exceeds the limit");
+        debug_assert!(!envelopes.is_empty(), "a frame is never empty");
+        Some(proto::Batch { envelopes })
+    }
+
+    /// Encodes an envelope and measures it; one that can never fit into a frame is dropped
+    /// here, logged, and never sent.
+    fn encode(&self, envelope: Envelope) -> Option<(proto::Envelope, usize)> {
+        let kind = envelope.message.kind();
+        let encoded = wire::envelope_to_proto(envelope);
+        let size = wire::framed_len(&encoded);
+        if size > self.frame_bytes_max {
+            let total = add(&self.counters.dropped_too_large, 1);
+            let error = SyneviError::TooLarge {
+                what: "envelope",
+                size,
+                limit: self.frame_bytes_max,
+            };
+            tracing::warn!(peer = self.peer, kind, total, %error,
+                "dropped an envelope that can never be sent (raise frame_bytes_max or send \
+                 smaller transactions)");
+            return None;
+        }
+        Some((encoded, size))
+    }
+}
+
+/// Capped exponential back-off with jitter.
+pub(crate) struct Backoff {
+    initial: Duration,
+    max: Duration,
+    /// The ceiling of the next wait.
+    current: Duration,
+    /// State of a splitmix64 generator: the jitter needs no quality, only that nodes which
+    /// lost a peer at the same moment do not all knock again at the same moment.
+    random: u64,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        debug_assert!(initial <= max, "validated by GrpcConfig::validate");
+        Backoff {
+            initial,
+            max,
+            current: initial,
+            random: RandomState::new().build_hasher().finish(),
+        }
+    }
+
+    /// The wait before the next attempt: a random point in the upper half of the current
+    /// ceiling ("equal jitter"), so the wait still grows while attempts spread out. The
+    /// ceiling then doubles, up to `max`.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let ceiling = self.current;
+        self.current = self.current.saturating_mul(2).min(self.max);
+        let half = ceiling / 2;
+        let span = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = Duration::from_nanos(self.next_random() % span.saturating_add(1));
+        let delay = half + jitter;
+        debug_assert!(delay <= ceiling, "the wait never exceeds its ceiling");
+        delay
+    }
+
+    /// Starts over from `initial` (after a healthy stream).
+    pub(crate) fn reset(&mut self) {
+        self.current = self.initial;
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.random = self.random.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let initial = Duration::from_millis(100);
+        let max = Duration::from_millis(1_000);
+        let mut backoff = Backoff::new(initial, max);
+        let mut ceiling = initial;
+        for _ in 0..20 {
+            let delay = backoff.next_delay();
+            assert!(delay >= ceiling / 2, "{delay:?} below half of {ceiling:?}");
+            assert!(delay <= ceiling, "{delay:?} above {ceiling:?}");
+            ceiling = (ceiling * 2).min(max);
+        }
+        assert_eq!(backoff.current, max, "the ceiling is capped");
+        backoff.reset();
+        assert!(backoff.next_delay() <= initial);
+    }
+
+    #[test]
+    fn backoff_jitter_varies() {
+        let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
+        let delays: std::collections::BTreeSet<Duration> =
+            (0..20).map(|_| backoff.next_delay()).collect();
+        assert!(delays.len() > 1, "jitter must spread the attempts");
+    }
+}

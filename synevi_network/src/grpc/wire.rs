@@ -1,0 +1,372 @@
+//! Conversion between the `synevi_types` messages and the prost types generated from
+//! `proto/synevi.proto`, both ways.
+//!
+//! Encoding cannot fail. Decoding is strict and total: anything the Rust types cannot hold
+//! (a missing timestamp, ballot or key set, a serial above `u16::MAX`, an unknown status)
+//! is a [`SyneviError::Decode`] naming the field, never a panic and never a default value
+//! silently standing in for a missing one.
+
+use std::collections::BTreeSet;
+
+use prost::Message as _;
+use synevi_types::{
+    Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied, Ballot, BeginRecovery,
+    Commit, CommitInvalidate, Deps, Envelope, Forget, Inquire, Key, Keys, Message, Nack,
+    PreAccept, PreAcceptOk, RecoverOk, Serial, Status, SyneviError, Timestamp, TxBody, T, T0,
+};
+
+use super::proto;
+
+/// Encodes one envelope as the protobuf `synevi.v1.Envelope` (without gRPC framing).
+///
+/// With [`decode_envelope`], this is the wire format of [`crate::GrpcNetwork`], exposed for
+/// fuzzing, benchmarks and tools.
+pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
+    envelope_to_proto(envelope.clone()).encode_to_vec()
+}
+
+/// Decodes the protobuf `synevi.v1.Envelope`; any malformed input is a
+/// [`SyneviError::Decode`].
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, SyneviError> {
+    let decoded = proto::Envelope::decode(bytes).map_err(|error| SyneviError::Decode {
+        what: "envelope",
+        reason: error.to_string(),
+    })?;
+    envelope_from_proto(decoded)
+}
+
+/// The bytes `envelope` takes inside an encoded `Batch`: its own length plus the field key
+/// and length prefix that frame it there.
+pub(crate) fn framed_len(envelope: &proto::Envelope) -> usize {
+    let len = envelope.encoded_len();
+    // Field 1 of `Batch`, wire type "length-delimited": a one-byte key.
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+pub(crate) fn envelope_to_proto(envelope: Envelope) -> proto::Envelope {
+    use proto::envelope::Message as M;
+    let message = match envelope.message {
+        Message::PreAccept(m) => M::PreAccept(proto::PreAccept {
+            t0: Some(t0_to(m.t0)),
+            body: Some(body_to(m.body)),
+        }),
+        Message::PreAcceptOk(m) => M::PreAcceptOk(proto::PreAcceptOk {
+            t0: Some(t0_to(m.t0)),
+            t: Some(t_to(m.t)),
+            deps: deps_to(&m.deps),
+        }),
+        Message::Accept(m) => M::Accept(proto::Accept {
+            t0: Some(t0_to(m.t0)),
+            ballot: Some(ballot_to(m.ballot)),
+            t: Some(t_to(m.t)),
+            deps: deps_to(&m.deps),
+            body: Some(body_to(m.body)),
+        }),
+        Message::AcceptOk(m) => M::AcceptOk(proto::AcceptOk {
+            t0: Some(t0_to(m.t0)),
+            ballot: Some(ballot_to(m.ballot)),
+            deps: deps_to(&m.deps),
+        }),
+        Message::Commit(m) => M::Commit(proto::Commit {
+            t0: Some(t0_to(m.t0)),
+            t: Some(t_to(m.t)),
+            deps: deps_to(&m.deps),
+            body: Some(body_to(m.body)),
+        }),
+        Message::Nack(m) => M::Nack(proto::Nack {
+            t0: Some(t0_to(m.t0)),
+            promised: Some(ballot_to(m.promised)),
+        }),
+        Message::BeginRecovery(m) => M::BeginRecovery(proto::BeginRecovery {
+            t0: Some(t0_to(m.t0)),
+            ballot: Some(ballot_to(m.ballot)),
+            body: m.body.map(body_to),
+        }),
+        Message::RecoverOk(m) => M::RecoverOk(proto::RecoverOk {
+            t0: Some(t0_to(m.t0)),
+            ballot: Some(ballot_to(m.ballot)),
+            status: status_to(m.status) as i32,
+            accepted: Some(ballot_to(m.accepted)),
+            t: Some(t_to(m.t)),
+            deps: deps_to(&m.deps),
+            body: m.body.map(body_to),
+            rejects_fast_path: m.rejects_fast_path,
+            earlier_committed_witness: deps_to(&m.earlier_committed_witness),
+            earlier_accepted_no_witness: deps_to(&m.earlier_accepted_no_witness),
+        }),
+        Message::AcceptInvalidate(m) => M::AcceptInvalidate(proto::AcceptInvalidate {
+            t0: Some(t0_to(m.t0)),
+            ballot: Some(ballot_to(m.ballot)),
+        }),
+        Message::AcceptInvalidateOk(m) => M::AcceptInvalidateOk(proto::AcceptInvalidateOk {
+            t0: Some(t0_to(m.t0)),
+            ballot: Some(ballot_to(m.ballot)),
+        }),
+        Message::CommitInvalidate(m) => M::CommitInvalidate(proto::CommitInvalidate {
+            t0: Some(t0_to(m.t0)),
+        }),
+        Message::Applied(m) => M::Applied(proto::Applied {
+            t0s: t0s_to(&m.t0s),
+        }),
+        Message::Forget(m) => M::Forget(proto::Forget {
+            floor: Some(t0_to(m.floor)),
+            t0s: t0s_to(&m.t0s),
+            decided_floor: Some(timestamp_to(m.decided_floor)),
+        }),
+        Message::Inquire(m) => M::Inquire(proto::Inquire {
+            t0s: t0s_to(&m.t0s),
+        }),
+    };
+    proto::Envelope {
+        from: u32::from(envelope.from),
+        to: u32::from(envelope.to),
+        message: Some(message),
+    }
+}
+
+pub(crate) fn envelope_from_proto(envelope: proto::Envelope) -> Result<Envelope, SyneviError> {
+    use proto::envelope::Message as M;
+    let from = serial_from(envelope.from, "Envelope.from")?;
+    let to = serial_from(envelope.to, "Envelope.to")?;
+    let message = match required(envelope.message, "Envelope.message")? {
+        M::PreAccept(m) => Message::PreAccept(PreAccept {
+            t0: t0_from(m.t0, "PreAccept.t0")?,
+            body: body_from(required(m.body, "PreAccept.body")?, "PreAccept.body")?,
+        }),
+        M::PreAcceptOk(m) => Message::PreAcceptOk(PreAcceptOk {
+            t0: t0_from(m.t0, "PreAcceptOk.t0")?,
+            t: t_from(m.t, "PreAcceptOk.t")?,
+            deps: deps_from(m.deps, "PreAcceptOk.deps")?,
+        }),
+        M::Accept(m) => Message::Accept(Accept {
+            t0: t0_from(m.t0, "Accept.t0")?,
+            ballot: ballot_from(m.ballot, "Accept.ballot")?,
+            t: t_from(m.t, "Accept.t")?,
+            deps: deps_from(m.deps, "Accept.deps")?,
+            body: body_from(required(m.body, "Accept.body")?, "Accept.body")?,
+        }),
+        M::AcceptOk(m) => Message::AcceptOk(AcceptOk {
+            t0: t0_from(m.t0, "AcceptOk.t0")?,
+            ballot: ballot_from(m.ballot, "AcceptOk.ballot")?,
+            deps: deps_from(m.deps, "AcceptOk.deps")?,
+        }),
+        M::Commit(m) => Message::Commit(Commit {
+            t0: t0_from(m.t0, "Commit.t0")?,
+            t: t_from(m.t, "Commit.t")?,
+            deps: deps_from(m.deps, "Commit.deps")?,
+            body: body_from(required(m.body, "Commit.body")?, "Commit.body")?,
+        }),
+        M::Nack(m) => Message::Nack(Nack {
+            t0: t0_from(m.t0, "Nack.t0")?,
+            promised: ballot_from(m.promised, "Nack.promised")?,
+        }),
+        M::BeginRecovery(m) => Message::BeginRecovery(BeginRecovery {
+            t0: t0_from(m.t0, "BeginRecovery.t0")?,
+            ballot: ballot_from(m.ballot, "BeginRecovery.ballot")?,
+            body: m
+                .body
+                .map(|body| body_from(body, "BeginRecovery.body"))
+                .transpose()?,
+        }),
+        M::RecoverOk(m) => Message::RecoverOk(RecoverOk {
+            t0: t0_from(m.t0, "RecoverOk.t0")?,
+            ballot: ballot_from(m.ballot, "RecoverOk.ballot")?,
+            status: status_from(m.status)?,
+            accepted: ballot_from(m.accepted, "RecoverOk.accepted")?,
+            t: t_from(m.t, "RecoverOk.t")?,
+            deps: deps_from(m.deps, "RecoverOk.deps")?,
+            body: m
+                .body
+                .map(|body| body_from(body, "RecoverOk.body"))
+                .transpose()?,
+            rejects_fast_path: m.rejects_fast_path,
+            earlier_committed_witness: deps_from(
+                m.earlier_committed_witness,
+                "RecoverOk.earlier_committed_witness",
+            )?,
+            earlier_accepted_no_witness: deps_from(
+                m.earlier_accepted_no_witness,
+                "RecoverOk.earlier_accepted_no_witness",
+            )?,
+        }),
+        M::AcceptInvalidate(m) => Message::AcceptInvalidate(AcceptInvalidate {
+            t0: t0_from(m.t0, "AcceptInvalidate.t0")?,
+            ballot: ballot_from(m.ballot, "AcceptInvalidate.ballot")?,
+        }),
+        M::AcceptInvalidateOk(m) => Message::AcceptInvalidateOk(AcceptInvalidateOk {
+            t0: t0_from(m.t0, "AcceptInvalidateOk.t0")?,
+            ballot: ballot_from(m.ballot, "AcceptInvalidateOk.ballot")?,
+        }),
+        M::CommitInvalidate(m) => Message::CommitInvalidate(CommitInvalidate {
+            t0: t0_from(m.t0, "CommitInvalidate.t0")?,
+        }),
+        M::Applied(m) => Message::Applied(Applied {
+            t0s: t0s_from(m.t0s, "Applied.t0s")?,
+        }),
+        M::Forget(m) => Message::Forget(Forget {
+            floor: t0_from(m.floor, "Forget.floor")?,
+            t0s: t0s_from(m.t0s, "Forget.t0s")?,
+            decided_floor: timestamp_from(
+                required(m.decided_floor, "Forget.decided_floor")?,
+                "Forget.decided_floor",
+            )?,
+        }),
+        M::Inquire(m) => Message::Inquire(Inquire {
+            t0s: t0s_from(m.t0s, "Inquire.t0s")?,
+        }),
+    };
+    Ok(Envelope { from, to, message })
+}
+
+fn malformed(field: &str, problem: &str) -> SyneviError {
+    SyneviError::Decode {
+        what: "envelope",
+        reason: format!("{field} {problem}"),
+    }
+}
+
+fn required<V>(value: Option<V>, field: &str) -> Result<V, SyneviError> {
+    value.ok_or_else(|| malformed(field, "is missing"))
+}
+
+fn serial_from(value: u32, field: &str) -> Result<Serial, SyneviError> {
+    Serial::try_from(value)
+        .map_err(|_| malformed(field, &format!("is {value}, above the largest serial 65535")))
+}
+
+fn timestamp_to(timestamp: Timestamp) -> proto::Timestamp {
+    proto::Timestamp {
+        time: timestamp.time,
+        counter: timestamp.counter,
+        serial: u32::from(timestamp.serial),
+    }
+}
+
+fn timestamp_from(timestamp: proto::Timestamp, field: &str) -> Result<Timestamp, SyneviError> {
+    Ok(Timestamp::new(
+        timestamp.time,
+        timestamp.counter,
+        serial_from(timestamp.serial, field)?,
+    ))
+}
+
+fn t0_to(t0: T0) -> proto::Timestamp {
+    timestamp_to(t0.0)
+}
+
+fn t_to(t: T) -> proto::Timestamp {
+    timestamp_to(t.0)
+}
+
+fn t0_from(t0: Option<proto::Timestamp>, field: &str) -> Result<T0, SyneviError> {
+    timestamp_from(required(t0, field)?, field).map(T0)
+}
+
+fn t_from(t: Option<proto::Timestamp>, field: &str) -> Result<T, SyneviError> {
+    timestamp_from(required(t, field)?, field).map(T)
+}
+
+fn t0s_to(t0s: &[T0]) -> Vec<proto::Timestamp> {
+    t0s.iter().map(|t0| t0_to(*t0)).collect()
+}
+
+fn t0s_from(t0s: Vec<proto::Timestamp>, field: &str) -> Result<Vec<T0>, SyneviError> {
+    t0s.into_iter()
+        .map(|t0| timestamp_from(t0, field).map(T0))
+        .collect()
+}
+
+fn deps_to(deps: &Deps) -> Vec<proto::Timestamp> {
+    t0s_to(deps.as_slice())
+}
+
+fn deps_from(deps: Vec<proto::Timestamp>, field: &str) -> Result<Deps, SyneviError> {
+    // `Deps` keeps its list sorted and unique; a sender's list already is, and a list that
+    // is not is normalised rather than refused: the set it names is what counts.
+    t0s_from(deps, field).map(Deps::from_unsorted)
+}
+
+fn ballot_to(ballot: Ballot) -> proto::Ballot {
+    proto::Ballot {
+        round: ballot.round,
+        serial: u32::from(ballot.serial),
+    }
+}
+
+fn ballot_from(ballot: Option<proto::Ballot>, field: &str) -> Result<Ballot, SyneviError> {
+    let ballot = required(ballot, field)?;
+    Ok(Ballot {
+        round: ballot.round,
+        serial: serial_from(ballot.serial, field)?,
+    })
+}
+
+fn body_to(body: TxBody) -> proto::TxBody {
+    proto::TxBody {
+        id_high: (body.id >> 64) as u64,
+        id_low: body.id as u64,
+        keys: Some(keys_to(body.keys)),
+        payload: body.payload,
+    }
+}
+
+fn body_from(body: proto::TxBody, field: &str) -> Result<TxBody, SyneviError> {
+    Ok(TxBody {
+        id: (u128::from(body.id_high) << 64) | u128::from(body.id_low),
+        keys: keys_from(required(body.keys, field)?, field)?,
+        payload: body.payload,
+    })
+}
+
+fn keys_to(keys: Keys) -> proto::Keys {
+    use proto::keys::Kind;
+    let kind = match keys {
+        Keys::All => Kind::All(proto::AllKeys {}),
+        Keys::Set(set) => Kind::Set(proto::KeySet {
+            keys: set.into_iter().map(|key| key.0).collect(),
+        }),
+    };
+    proto::Keys { kind: Some(kind) }
+}
+
+fn keys_from(keys: proto::Keys, field: &str) -> Result<Keys, SyneviError> {
+    use proto::keys::Kind;
+    match keys.kind {
+        Some(Kind::All(proto::AllKeys {})) => Ok(Keys::All),
+        Some(Kind::Set(set)) => Ok(Keys::Set(
+            set.keys.into_iter().map(Key).collect::<BTreeSet<Key>>(),
+        )),
+        None => Err(malformed(field, "has keys that are neither `all` nor a set")),
+    }
+}
+
+fn status_to(status: Status) -> proto::TxStatus {
+    match status {
+        Status::Promised => proto::TxStatus::Promised,
+        Status::PreAccepted => proto::TxStatus::PreAccepted,
+        Status::Accepted => proto::TxStatus::Accepted,
+        Status::AcceptedInvalidate => proto::TxStatus::AcceptedInvalidate,
+        Status::Committed => proto::TxStatus::Committed,
+        Status::Applied => proto::TxStatus::Applied,
+        Status::Invalidated => proto::TxStatus::Invalidated,
+    }
+}
+
+fn status_from(status: i32) -> Result<Status, SyneviError> {
+    let field = "RecoverOk.status";
+    match proto::TxStatus::try_from(status) {
+        Ok(proto::TxStatus::Promised) => Ok(Status::Promised),
+        Ok(proto::TxStatus::PreAccepted) => Ok(Status::PreAccepted),
+        Ok(proto::TxStatus::Accepted) => Ok(Status::Accepted),
+        Ok(proto::TxStatus::AcceptedInvalidate) => Ok(Status::AcceptedInvalidate),
+        Ok(proto::TxStatus::Committed) => Ok(Status::Committed),
+        Ok(proto::TxStatus::Applied) => Ok(Status::Applied),
+        Ok(proto::TxStatus::Invalidated) => Ok(Status::Invalidated),
+        Ok(proto::TxStatus::Unspecified) => Err(malformed(field, "is not set")),
+        Err(_) => Err(malformed(field, &format!("is {status}, not a known status"))),
+    }
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;
