@@ -462,7 +462,10 @@ impl Store for LmdbStore {
                     // Copy-on-write: a transaction writes new copies of the pages it changes
                     // and frees the old ones only after it commits, so ask for twice the
                     // batch, plus room for the branch pages above the leaves.
-                    let needed = (encoded.bytes + encoded.entries * ENTRY_OVERHEAD_BYTES)
+                    let needed = encoded
+                        .entries
+                        .saturating_mul(ENTRY_OVERHEAD_BYTES)
+                        .saturating_add(encoded.bytes)
                         .saturating_mul(2)
                         .saturating_add(64 * self.config.page);
                     self.grow(needed, &encoded)?;

@@ -526,3 +526,21 @@ fn the_store_can_be_shared_between_threads() {
     fn shared<S: Send + Sync + 'static>() {}
     shared::<LmdbStore>();
 }
+
+#[test]
+fn commits_are_synced() {
+    let (_dir, _path, store) = temp_store(small_config());
+    let flags = store
+        .env
+        .flags()
+        .expect("reads flags")
+        .expect("known flags");
+    // Each of these would let `commit` return before the batch is on disk.
+    for unsafe_flag in [
+        heed::EnvFlags::NO_SYNC,
+        heed::EnvFlags::NO_META_SYNC,
+        heed::EnvFlags::MAP_ASYNC,
+    ] {
+        assert!(!flags.contains(unsafe_flag), "{unsafe_flag:?} must be off");
+    }
+}
