@@ -242,6 +242,8 @@ pub fn event_log_reads_from_any_position<H: Harness>(harness: &mut H) {
     );
     assert_eq!(page[0], event(11, 11));
     assert!(store.events_after(25, 10).expect("reads").is_empty());
+    assert!(store.events_after(0, 0).expect("reads").is_empty());
+    assert!(store.events_after(u64::MAX, 10).expect("reads").is_empty());
     assert_eq!(all_events(&store).len(), 25);
 }
 

@@ -251,6 +251,8 @@ impl LmdbStore {
             + usize::from(meta.is_some())
             + batch.forget.len() * 2
             + batch.floors.len();
+        debug_assert_eq!(transactions.len(), batch.transactions.len());
+        debug_assert_eq!(events.len(), batch.events.len());
         Ok(EncodedBatch {
             transactions,
             events,

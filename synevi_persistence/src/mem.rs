@@ -130,10 +130,14 @@ impl Store for MemStore {
     }
 
     fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, SyneviError> {
+        // Nothing comes after the last possible seq (saturating would return it again).
+        let Some(first) = after_seq.checked_add(1) else {
+            return Ok(Vec::new());
+        };
         let state = self.lock()?;
         Ok(state
             .events
-            .range(after_seq.saturating_add(1)..)
+            .range(first..)
             .take(limit)
             .map(|(_, event)| event.clone())
             .collect())
