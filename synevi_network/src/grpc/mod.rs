@@ -374,15 +374,22 @@ impl Network for GrpcNetwork {
     }
 
     fn send(&self, envelope: Envelope) {
-        debug_assert_eq!(envelope.from, self.shared.serial, "a node sends only as itself");
+        debug_assert_eq!(
+            envelope.from, self.shared.serial,
+            "a node sends only as itself"
+        );
         let counters = &self.shared.counters;
         let peers = self.shared.peers();
         let Some(peer) = peers.get(&envelope.to) else {
             let total = add(&counters.dropped_unknown_destination, 1);
             if worth_logging(total) {
-                tracing::warn!(serial = self.shared.serial, to = envelope.to,
-                    kind = envelope.message.kind(), total,
-                    "dropped an envelope for a serial that is not a member");
+                tracing::warn!(
+                    serial = self.shared.serial,
+                    to = envelope.to,
+                    kind = envelope.message.kind(),
+                    total,
+                    "dropped an envelope for a serial that is not a member"
+                );
             }
             return;
         };
@@ -391,9 +398,13 @@ impl Network for GrpcNetwork {
             Err(TrySendError::Full(envelope)) => {
                 let total = add(&counters.dropped_queue_full, 1);
                 if worth_logging(total) {
-                    tracing::warn!(serial = self.shared.serial, to = envelope.to,
-                        kind = envelope.message.kind(), total,
-                        "the peer's queue is full; dropped the newest envelope");
+                    tracing::warn!(
+                        serial = self.shared.serial,
+                        to = envelope.to,
+                        kind = envelope.message.kind(),
+                        total,
+                        "the peer's queue is full; dropped the newest envelope"
+                    );
                 }
             }
             Err(TrySendError::Closed(_)) => {
@@ -409,16 +420,25 @@ impl Network for GrpcNetwork {
         let peers: Vec<PeerHandle> = self.shared.peers_mut().drain().map(|(_, p)| p).collect();
         for peer in peers {
             let mut task = peer.task;
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task).await.is_err() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
                 task.abort();
             }
         }
-        if let Lifecycle::Running { server } = std::mem::replace(&mut *lifecycle, Lifecycle::ShutDown)
+        if let Lifecycle::Running { server } =
+            std::mem::replace(&mut *lifecycle, Lifecycle::ShutDown)
         {
             let mut server = server;
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await.is_err() {
-                tracing::warn!(serial = self.shared.serial,
-                    "the gRPC server did not stop within {SHUTDOWN_GRACE:?}; aborted it");
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    serial = self.shared.serial,
+                    "the gRPC server did not stop within {SHUTDOWN_GRACE:?}; aborted it"
+                );
                 server.abort();
             }
         }
@@ -441,3 +461,6 @@ pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests;

@@ -177,9 +177,7 @@ async fn session(
     }
 }
 
-fn stream_ended(
-    ended: Result<tonic::Response<proto::StreamSummary>, tonic::Status>,
-) -> SessionEnd {
+fn stream_ended(ended: Result<tonic::Response<proto::StreamSummary>, tonic::Status>) -> SessionEnd {
     match ended {
         Ok(response) => {
             let summary = response.into_inner();
@@ -241,7 +239,10 @@ impl Outbox {
             bytes += size;
             envelopes.push(encoded);
         }
-        debug_assert!(bytes <= self.frame_bytes_max, "a frame never exceeds the limit");
+        debug_assert!(
+            bytes <= self.frame_bytes_max,
+            "a frame never exceeds the limit"
+        );
         debug_assert!(!envelopes.is_empty(), "a frame is never empty");
         Some(proto::Batch { envelopes })
     }

@@ -62,8 +62,13 @@ impl proto::peer_server::Peer for Receiver {
                 }
             }
         }
-        tracing::debug!(?remote, ?claimed_serial, accepted = tally.accepted,
-            rejected = tally.rejected, "inbound stream closed");
+        tracing::debug!(
+            ?remote,
+            ?claimed_serial,
+            accepted = tally.accepted,
+            rejected = tally.rejected,
+            "inbound stream closed"
+        );
         Ok(Response::new(proto::StreamSummary {
             envelopes_accepted: tally.accepted,
             envelopes_rejected: tally.rejected,

@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 
 use prost::Message as _;
 use synevi_types::{
-    Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied, Ballot, BeginRecovery,
-    Commit, CommitInvalidate, Deps, Envelope, Forget, Inquire, Key, Keys, Message, Nack,
-    PreAccept, PreAcceptOk, RecoverOk, Serial, Status, SyneviError, Timestamp, TxBody, T, T0,
+    Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied, Ballot, BeginRecovery, Commit,
+    CommitInvalidate, Deps, Envelope, Forget, Inquire, Key, Keys, Message, Nack, PreAccept,
+    PreAcceptOk, RecoverOk, Serial, Status, SyneviError, Timestamp, TxBody, T, T0,
 };
 
 use super::proto;
@@ -230,8 +230,12 @@ fn required<V>(value: Option<V>, field: &str) -> Result<V, SyneviError> {
 }
 
 fn serial_from(value: u32, field: &str) -> Result<Serial, SyneviError> {
-    Serial::try_from(value)
-        .map_err(|_| malformed(field, &format!("is {value}, above the largest serial 65535")))
+    Serial::try_from(value).map_err(|_| {
+        malformed(
+            field,
+            &format!("is {value}, above the largest serial 65535"),
+        )
+    })
 }
 
 fn timestamp_to(timestamp: Timestamp) -> proto::Timestamp {
@@ -336,7 +340,10 @@ fn keys_from(keys: proto::Keys, field: &str) -> Result<Keys, SyneviError> {
         Some(Kind::Set(set)) => Ok(Keys::Set(
             set.keys.into_iter().map(Key).collect::<BTreeSet<Key>>(),
         )),
-        None => Err(malformed(field, "has keys that are neither `all` nor a set")),
+        None => Err(malformed(
+            field,
+            "has keys that are neither `all` nor a set",
+        )),
     }
 }
 
@@ -363,7 +370,10 @@ fn status_from(status: i32) -> Result<Status, SyneviError> {
         Ok(proto::TxStatus::Applied) => Ok(Status::Applied),
         Ok(proto::TxStatus::Invalidated) => Ok(Status::Invalidated),
         Ok(proto::TxStatus::Unspecified) => Err(malformed(field, "is not set")),
-        Err(_) => Err(malformed(field, &format!("is {status}, not a known status"))),
+        Err(_) => Err(malformed(
+            field,
+            &format!("is {status}, not a known status"),
+        )),
     }
 }
 

@@ -1,0 +1,215 @@
+use super::*;
+use crate::test_support::{self, every_message_kind, kind_index, KIND_COUNT};
+use proptest::prelude::*;
+
+fn sample(message: Message) -> Envelope {
+    Envelope {
+        from: 1,
+        to: 2,
+        message,
+    }
+}
+
+#[test]
+fn every_kind_round_trips_through_bytes() {
+    let messages = every_message_kind();
+    let kinds: BTreeSet<usize> = messages.iter().map(kind_index).collect();
+    assert_eq!(
+        kinds.len(),
+        KIND_COUNT,
+        "the samples cover every message kind"
+    );
+    for message in messages {
+        let envelope = sample(message);
+        let bytes = encode_envelope(&envelope);
+        assert_eq!(decode_envelope(&bytes), Ok(envelope));
+    }
+}
+
+#[test]
+fn keys_all_and_the_empty_set_stay_apart() {
+    for keys in [Keys::All, Keys::Set(BTreeSet::new())] {
+        let envelope = sample(Message::PreAccept(PreAccept {
+            t0: T0(Timestamp::new(1, 2, 3)),
+            body: TxBody {
+                id: 9,
+                keys: keys.clone(),
+                payload: bytes::Bytes::new(),
+            },
+        }));
+        let decoded = decode_envelope(&encode_envelope(&envelope)).expect("decodes");
+        let Message::PreAccept(decoded) = decoded.message else {
+            panic!("kind changed")
+        };
+        assert_eq!(decoded.body.keys, keys);
+    }
+}
+
+fn decode_error(envelope: proto::Envelope) -> String {
+    match envelope_from_proto(envelope) {
+        Err(SyneviError::Decode { what, reason }) => {
+            assert_eq!(what, "envelope");
+            reason
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+}
+
+fn pre_accept_proto() -> proto::Envelope {
+    envelope_to_proto(sample(Message::PreAccept(PreAccept {
+        t0: T0(Timestamp::new(1, 2, 3)),
+        body: TxBody {
+            id: 9,
+            keys: Keys::All,
+            payload: bytes::Bytes::from_static(b"x"),
+        },
+    })))
+}
+
+#[test]
+fn missing_fields_are_decode_errors_that_name_the_field() {
+    let mut no_message = pre_accept_proto();
+    no_message.message = None;
+    assert!(decode_error(no_message).contains("Envelope.message is missing"));
+
+    let mut no_t0 = pre_accept_proto();
+    if let Some(proto::envelope::Message::PreAccept(m)) = &mut no_t0.message {
+        m.t0 = None;
+    }
+    assert!(decode_error(no_t0).contains("PreAccept.t0 is missing"));
+
+    let mut no_body = pre_accept_proto();
+    if let Some(proto::envelope::Message::PreAccept(m)) = &mut no_body.message {
+        m.body = None;
+    }
+    assert!(decode_error(no_body).contains("PreAccept.body is missing"));
+
+    let mut no_keys = pre_accept_proto();
+    if let Some(proto::envelope::Message::PreAccept(m)) = &mut no_keys.message {
+        if let Some(body) = &mut m.body {
+            body.keys = None;
+        }
+    }
+    assert!(decode_error(no_keys).contains("PreAccept.body is missing"));
+
+    let mut empty_keys = pre_accept_proto();
+    if let Some(proto::envelope::Message::PreAccept(m)) = &mut empty_keys.message {
+        if let Some(body) = &mut m.body {
+            body.keys = Some(proto::Keys { kind: None });
+        }
+    }
+    assert!(decode_error(empty_keys).contains("neither `all` nor a set"));
+
+    let no_ballot = proto::Envelope {
+        from: 1,
+        to: 2,
+        message: Some(proto::envelope::Message::Nack(proto::Nack {
+            t0: Some(proto::Timestamp::default()),
+            promised: None,
+        })),
+    };
+    assert!(decode_error(no_ballot).contains("Nack.promised is missing"));
+}
+
+#[test]
+fn out_of_range_values_are_decode_errors() {
+    let mut big_from = pre_accept_proto();
+    big_from.from = 70_000;
+    assert!(decode_error(big_from).contains("Envelope.from is 70000"));
+
+    let mut big_serial = pre_accept_proto();
+    if let Some(proto::envelope::Message::PreAccept(m)) = &mut big_serial.message {
+        m.t0 = Some(proto::Timestamp {
+            time: 1,
+            counter: 1,
+            serial: 65_536,
+        });
+    }
+    assert!(decode_error(big_serial).contains("PreAccept.t0 is 65536"));
+
+    let recover_ok = |status: i32| proto::Envelope {
+        from: 1,
+        to: 2,
+        message: Some(proto::envelope::Message::RecoverOk(proto::RecoverOk {
+            t0: Some(proto::Timestamp::default()),
+            ballot: Some(proto::Ballot::default()),
+            status,
+            accepted: Some(proto::Ballot::default()),
+            t: Some(proto::Timestamp::default()),
+            ..proto::RecoverOk::default()
+        })),
+    };
+    assert!(decode_error(recover_ok(0)).contains("RecoverOk.status is not set"));
+    assert!(decode_error(recover_ok(99)).contains("RecoverOk.status is 99"));
+    assert!(envelope_from_proto(recover_ok(proto::TxStatus::Committed as i32)).is_ok());
+}
+
+#[test]
+fn undecodable_bytes_are_decode_errors() {
+    // A length prefix that runs past the end of the input.
+    assert!(matches!(
+        decode_envelope(&[0x1a, 0xff, 0x01]),
+        Err(SyneviError::Decode { .. })
+    ));
+    // Valid protobuf, but no message: still an error, never a default message.
+    assert!(matches!(
+        decode_envelope(&[]),
+        Err(SyneviError::Decode { .. })
+    ));
+}
+
+#[test]
+fn framed_len_is_what_the_envelope_adds_to_a_batch() {
+    for message in every_message_kind() {
+        let encoded = envelope_to_proto(sample(message));
+        let size = framed_len(&encoded);
+        let one = proto::Batch {
+            envelopes: vec![encoded.clone()],
+        };
+        assert_eq!(one.encoded_len(), size);
+        let two = proto::Batch {
+            envelopes: vec![encoded.clone(), encoded],
+        };
+        assert_eq!(two.encoded_len(), 2 * size);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Every envelope of every kind survives encoding and decoding unchanged.
+    #[test]
+    fn round_trip(envelope in test_support::envelope()) {
+        let bytes = encode_envelope(&envelope);
+        prop_assert_eq!(decode_envelope(&bytes), Ok(envelope));
+    }
+
+    /// Arbitrary bytes decode to an envelope or to a `Decode` error: never a panic.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        match decode_envelope(&bytes) {
+            Ok(_) | Err(SyneviError::Decode { .. }) => {}
+            Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+
+    /// Corrupting valid envelopes (the likelier input from a buggy peer) never panics, and
+    /// whatever still decodes re-encodes to an envelope that decodes to itself.
+    #[test]
+    fn corrupted_envelopes_never_panic(
+        envelope in test_support::envelope(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut bytes = encode_envelope(&envelope);
+        if !bytes.is_empty() {
+            for (index, value) in flips {
+                let at = index.index(bytes.len());
+                bytes[at] = value;
+            }
+        }
+        if let Ok(decoded) = decode_envelope(&bytes) {
+            let again = encode_envelope(&decoded);
+            prop_assert_eq!(decode_envelope(&again), Ok(decoded));
+        }
+    }
+}
