@@ -524,3 +524,52 @@ async fn mutual_tls_admits_members_and_refuses_others() {
         network.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn a_stalled_peer_is_detected_and_retried_without_holding_up_others() {
+    // A "peer" whose process accepted the connections and then stopped (think SIGSTOP):
+    // it never reads, never writes, never answers a ping.
+    let stalled = tokio::net::TcpListener::bind(any_port())
+        .await
+        .expect("binds");
+    let stalled_url = format!("http://{}", stalled.local_addr().expect("bound"));
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = stalled.accept().await {
+            held.push(socket);
+        }
+    });
+    let config = GrpcConfig {
+        keepalive_interval: Duration::from_millis(100),
+        keepalive_timeout: Duration::from_millis(300),
+        ..fast_config()
+    };
+    let (a, _a_inbox, a_url) = started(1, config.clone()).await;
+    let (b, mut b_inbox, b_url) = started(2, config).await;
+    b.add_member(member(1, &a_url)).await.expect("adds");
+    a.add_member(member(2, &b_url)).await.expect("adds");
+    a.add_member(member(9, &stalled_url)).await.expect("adds");
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut number = 0;
+    // The stalled stream is found dead by its unanswered pings and opened again, more
+    // than once, while the healthy peer gets everything.
+    while a.stats().connection_failures < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled peer was never given up on: {:?}",
+            a.stats()
+        );
+        for _ in 0..100 {
+            a.send(pre_accept(1, 9, 1024));
+        }
+        a.send(numbered(1, 2, number));
+        let envelope = b_inbox.next("an envelope for the healthy peer").await;
+        assert_eq!(number_of(&envelope), Some(number));
+        number += 1;
+    }
+    assert!(a.stats().connections >= 2, "{:?}", a.stats());
+    a.shutdown().await;
+    b.shutdown().await;
+    hold.abort();
+}
