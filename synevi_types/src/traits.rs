@@ -61,6 +61,17 @@ pub trait Executor: Send + Sync + 'static {
     async fn execute(&self, transaction: Self::Tx) -> SyneviResult<Self>;
 }
 
+/// An executor shared behind an [`Arc`] (so the application keeps a handle to its state) is
+/// still an executor.
+#[async_trait::async_trait]
+impl<E: Executor> Executor for Arc<E> {
+    type Tx = E::Tx;
+
+    async fn execute(&self, transaction: Self::Tx) -> SyneviResult<Self> {
+        E::execute(self, transaction).await
+    }
+}
+
 /// Durable storage of a node's protocol state and event log.
 ///
 /// # To ensure correctness

@@ -1,0 +1,186 @@
+//! Issue 2's end-to-end checks: clusters of 3 and 5 nodes in one process order 1,000+
+//! concurrent transactions identically.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, TestTx};
+use synevi::{Config, SyneviError};
+
+/// Keys shared by many transactions (contention) and keys private to one submitter.
+fn workload(nodes: u16, per_node: u64) -> Vec<(usize, TestTx)> {
+    let mut txs = Vec::new();
+    for node in 0..usize::from(nodes) {
+        for i in 0..per_node {
+            let id = node as u64 * 1_000_000 + i;
+            let tx = match i % 10 {
+                // Everything conflicts with these.
+                0 => TestTx {
+                    id,
+                    keys: vec![],
+                    all: true,
+                },
+                // A hot key shared by every node.
+                1..=3 => TestTx {
+                    id,
+                    keys: vec!["hot".into()],
+                    all: false,
+                },
+                // Two shared keys at once.
+                4 | 5 => TestTx {
+                    id,
+                    keys: vec![
+                        format!("shared-{}", i % 3),
+                        format!("shared-{}", (i + 1) % 3),
+                    ],
+                    all: false,
+                },
+                // Keys only this node's transactions touch.
+                _ => TestTx {
+                    id,
+                    keys: vec![format!("own-{node}-{}", i % 4)],
+                    all: false,
+                },
+            };
+            txs.push((node, tx));
+        }
+    }
+    txs
+}
+
+async fn run_cluster(nodes: u16, per_node: u64) {
+    let mut cluster = Cluster::start(nodes, Config::default()).await;
+    let txs = workload(nodes, per_node);
+    let total = txs.len();
+    let mut tasks = Vec::new();
+    for (node, tx) in txs.clone() {
+        let handle = cluster.nodes[node].clone();
+        tasks.push(tokio::spawn(async move {
+            let id = tx.id;
+            (id, handle.transaction(u128::from(id), tx).await)
+        }));
+    }
+    let mut replies = std::collections::BTreeMap::new();
+    for task in tasks {
+        let (id, reply) = task.await.expect("client task");
+        let outcome = reply.unwrap_or_else(|e| panic!("transaction {id} failed: {e}"));
+        replies.insert(id, outcome.expect("the recorder never rejects"));
+    }
+    cluster.await_executed(total, Duration::from_secs(60)).await;
+
+    // Every node executed every transaction exactly once.
+    let mut expected: Vec<u64> = txs.iter().map(|(_, tx)| tx.id).collect();
+    expected.sort_unstable();
+    for (i, recorder) in cluster.recorders.iter().enumerate() {
+        let mut executed = recorder.executed_ids();
+        executed.sort_unstable();
+        assert_eq!(
+            executed,
+            expected,
+            "node {} executed a different set",
+            i + 1
+        );
+    }
+    // For every key, the same sequence on every node.
+    let mut keys: Vec<String> = txs.iter().flat_map(|(_, tx)| tx.keys.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    let reference = cluster.recorders[0].sequences(&keys);
+    for (i, recorder) in cluster.recorders.iter().enumerate().skip(1) {
+        assert_eq!(
+            recorder.sequences(&keys),
+            reference,
+            "node {} ordered differently",
+            i + 1
+        );
+    }
+    // Equal results everywhere, and the clients got exactly those.
+    let results = cluster.recorders[0].results();
+    for recorder in &cluster.recorders[1..] {
+        assert_eq!(recorder.results(), results);
+    }
+    assert_eq!(replies, results);
+    let digests: Vec<_> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.status().applied_digest)
+        .collect();
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "execution digests differ"
+    );
+    let stats: Vec<_> = cluster.nodes.iter().map(|n| n.stats()).collect();
+    let commits: u64 = stats
+        .iter()
+        .map(|s| s.fast_path_commits + s.slow_path_commits)
+        .sum();
+    assert_eq!(
+        commits as usize, total,
+        "every transaction committed once by its coordinator"
+    );
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_order_concurrent_transactions_identically() {
+    run_cluster(3, 400).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_order_concurrent_transactions_identically() {
+    run_cluster(5, 240).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_transaction_takes_the_fast_path() {
+    let mut cluster = Cluster::start(3, Config::default()).await;
+    let tx = TestTx {
+        id: 7,
+        keys: vec!["k".into()],
+        all: false,
+    };
+    let outcome = cluster.nodes[1].transaction(7, tx).await.expect("commits");
+    assert_eq!(outcome, Ok(vec![("k".to_string(), 0)]));
+    cluster.await_executed(1, Duration::from_secs(10)).await;
+    let stats = cluster.nodes[1].stats();
+    assert_eq!((stats.fast_path_commits, stats.slow_path_commits), (1, 0));
+    // The other nodes only answered, and executed it too.
+    for i in [0, 2] {
+        let stats = cluster.nodes[i].stats();
+        assert_eq!((stats.fast_path_commits, stats.slow_path_commits), (0, 0));
+        assert_eq!(cluster.recorders[i].executed_ids(), vec![7]);
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_a_transaction_fails_after_the_timeout() {
+    let config = Config {
+        transaction_timeout_ms: 300,
+        ..Config::default()
+    };
+    let cluster = Cluster::start(3, config).await;
+    // Nodes 2 and 3 are unreachable.
+    cluster.hub.isolate(1, &[1, 2, 3]);
+    let started = std::time::Instant::now();
+    let tx = TestTx {
+        id: 1,
+        keys: vec!["k".into()],
+        all: false,
+    };
+    let outcome = cluster.nodes[0].transaction(1, tx).await;
+    match outcome {
+        Err(SyneviError::QuorumUnreachable {
+            needed,
+            reached,
+            waited_ms,
+        }) => {
+            assert_eq!((needed, reached), (2, 1));
+            assert!(waited_ms >= 300);
+        }
+        other => panic!("expected QuorumUnreachable, got {other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    cluster.shutdown().await;
+}

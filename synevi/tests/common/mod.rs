@@ -1,0 +1,220 @@
+//! A recording executor and an in-process cluster, shared by the cluster tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use synevi::network::{LocalHub, LocalNetwork};
+use synevi::persistence::MemStore;
+use synevi::{Config, Executor, Keys, Node, SyneviError, SyneviResult, Transaction, Ulid};
+use tokio::sync::watch;
+
+/// A test transaction: touches `keys`, or everything when `all`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TestTx {
+    pub id: u64,
+    pub keys: Vec<String>,
+    pub all: bool,
+}
+
+impl Transaction for TestTx {
+    type TxOk = Vec<(String, u64)>;
+    type TxErr = String;
+
+    fn as_bytes(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("test transactions serialise")
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Result<Self, SyneviError> {
+        postcard::from_bytes(&bytes).map_err(|e| SyneviError::Decode {
+            what: "TestTx",
+            reason: e.to_string(),
+        })
+    }
+
+    fn keys(&self) -> Keys {
+        if self.all {
+            Keys::All
+        } else {
+            Keys::set(self.keys.iter().map(String::as_str))
+        }
+    }
+}
+
+/// Records the execution order; the result of a transaction is, for each key it touches,
+/// how many transactions touching that key executed before it (for `all`: how many
+/// transactions executed before it at all). Conflicting transactions are ordered, so the
+/// results are equal on every node exactly when the orders are.
+pub struct Recorder {
+    state: Mutex<RecorderState>,
+    executed: watch::Sender<usize>,
+}
+
+#[derive(Default)]
+struct RecorderState {
+    order: Vec<TestTx>,
+    per_key: HashMap<String, u64>,
+    results: BTreeMap<u64, Vec<(String, u64)>>,
+}
+
+impl Recorder {
+    pub fn new() -> (Self, watch::Receiver<usize>) {
+        let (executed, watch) = watch::channel(0);
+        (
+            Recorder {
+                state: Mutex::new(RecorderState::default()),
+                executed,
+            },
+            watch,
+        )
+    }
+}
+
+#[synevi::async_trait]
+impl Executor for Recorder {
+    type Tx = TestTx;
+
+    async fn execute(&self, tx: TestTx) -> SyneviResult<Self> {
+        let mut state = self.state.lock().expect("recorder lock");
+        let result: Vec<(String, u64)> = if tx.all {
+            vec![("*".to_string(), state.order.len() as u64)]
+        } else {
+            tx.keys
+                .iter()
+                .map(|key| (key.clone(), state.per_key.get(key).copied().unwrap_or(0)))
+                .collect()
+        };
+        if tx.all {
+            for count in state.per_key.values_mut() {
+                *count += 1;
+            }
+            state.per_key.entry("*all".into()).or_default();
+        } else {
+            for key in &tx.keys {
+                let all_before = state.order.iter().filter(|t| t.all).count() as u64;
+                let entry = state.per_key.entry(key.clone()).or_insert(all_before);
+                *entry += 1;
+            }
+        }
+        state.results.insert(tx.id, result.clone());
+        state.order.push(tx);
+        let executed = state.order.len();
+        drop(state);
+        self.executed.send_replace(executed);
+        Ok(Ok(result))
+    }
+}
+
+impl Recorder {
+    /// Per key, the ids in execution order (`all` transactions count for every key).
+    pub fn sequences(&self, keys: &[String]) -> BTreeMap<String, Vec<u64>> {
+        let state = self.state.lock().expect("recorder lock");
+        keys.iter()
+            .map(|key| {
+                let ids = state
+                    .order
+                    .iter()
+                    .filter(|tx| tx.all || tx.keys.contains(key))
+                    .map(|tx| tx.id)
+                    .collect();
+                (key.clone(), ids)
+            })
+            .collect()
+    }
+
+    pub fn results(&self) -> BTreeMap<u64, Vec<(String, u64)>> {
+        self.state.lock().expect("recorder lock").results.clone()
+    }
+
+    pub fn executed_ids(&self) -> Vec<u64> {
+        let state = self.state.lock().expect("recorder lock");
+        state.order.iter().map(|tx| tx.id).collect()
+    }
+}
+
+pub type TestNode = Node<LocalNetwork, std::sync::Arc<Recorder>, MemStore>;
+
+/// `n` nodes on one hub, every one a member of every other.
+pub struct Cluster {
+    pub hub: LocalHub,
+    pub nodes: Vec<TestNode>,
+    pub recorders: Vec<std::sync::Arc<Recorder>>,
+    pub executed: Vec<watch::Receiver<usize>>,
+}
+
+impl Cluster {
+    pub async fn start(n: u16, config: Config) -> Cluster {
+        let hub = LocalHub::new();
+        let ids: Vec<Ulid> = (0..n).map(|_| Ulid::new()).collect();
+        let mut cluster = Cluster {
+            hub: hub.clone(),
+            nodes: Vec::new(),
+            recorders: Vec::new(),
+            executed: Vec::new(),
+        };
+        for serial in 1..=n {
+            let (recorder, executed) = Recorder::new();
+            let recorder = std::sync::Arc::new(recorder);
+            let node = Node::with_config(
+                ids[usize::from(serial - 1)],
+                serial,
+                hub.network(serial),
+                recorder.clone(),
+                MemStore::new(serial).expect("memory store"),
+                config.clone(),
+            )
+            .await
+            .expect("node starts");
+            for peer in (1..=n).filter(|peer| *peer != serial) {
+                node.add_member(
+                    ids[usize::from(peer - 1)],
+                    peer,
+                    format!("local:{peer}"),
+                    true,
+                )
+                .await
+                .expect("member added");
+            }
+            cluster.nodes.push(node);
+            cluster.recorders.push(recorder);
+            cluster.executed.push(executed);
+        }
+        cluster
+    }
+
+    /// Waits until every node executed `count` transactions and recorded them as applied (or
+    /// fails after `limit`).
+    pub async fn await_executed(&mut self, count: usize, limit: Duration) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut status = node.watch_status();
+            let applied =
+                tokio::time::timeout(limit, status.wait_for(|s| s.applied_count >= count as u64))
+                    .await
+                    .is_ok();
+            assert!(
+                applied,
+                "node {} applied {} of {count} within {limit:?}",
+                i + 1,
+                node.status().applied_count
+            );
+        }
+        for (i, executed) in self.executed.iter_mut().enumerate() {
+            let waited = tokio::time::timeout(limit, executed.wait_for(|done| *done >= count))
+                .await
+                .is_ok();
+            assert!(
+                waited,
+                "node {} executed {} of {count} within {limit:?}",
+                i + 1,
+                *executed.borrow()
+            );
+        }
+    }
+
+    pub async fn shutdown(self) {
+        for node in self.nodes {
+            node.shutdown().await;
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! [`Config`]: the knobs of a node, with defaults that suit a LAN.
+
+use synevi_types::{Serial, SyneviError};
+
+/// A node's tunables. Every limit is named and has a default; times are in milliseconds of
+/// the clock the driver passes in (virtual time under simulation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How long a client waits for its transaction before it gets an error
+    /// ([`SyneviError::QuorumUnreachable`] before commit, [`SyneviError::ExecutionTimeout`]
+    /// after). The transaction itself keeps going.
+    pub transaction_timeout_ms: u64,
+    /// After a majority answered PreAccept, how long the coordinator still waits for a fast
+    /// quorum before it takes the slow path.
+    pub fast_path_wait_ms: u64,
+    /// How often a coordinator re-sends its current phase's message to members that have not
+    /// answered.
+    pub retransmit_interval_ms: u64,
+    /// How long a replica lets a transaction it knows sit undecided (or a dependency it waits
+    /// on sit unknown) before it asks its peers and then starts recovery.
+    pub recovery_timeout_ms: u64,
+    /// Upper bound of the random back-off between competing recovery attempts.
+    pub recovery_backoff_ms_max: u64,
+    /// The members whose PreAccept answers count towards the fast path ("fast-path
+    /// electorate"); `None` means every voting member. Must hold at least `n - f` voters.
+    pub fast_path_electorate: Option<Vec<Serial>>,
+    /// Most inputs the driver feeds the core before it persists and sends (one group commit).
+    pub batch_inputs_max: usize,
+    /// Whether the driver replays the stored event log through the executor when a node
+    /// starts, rebuilding in-memory executor state. Turn off for executors that keep their
+    /// own durable state.
+    pub replay_events_on_start: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            transaction_timeout_ms: 10_000,
+            fast_path_wait_ms: 10,
+            retransmit_interval_ms: 250,
+            recovery_timeout_ms: 1_000,
+            recovery_backoff_ms_max: 500,
+            fast_path_electorate: None,
+            batch_inputs_max: 1_024,
+            replay_events_on_start: true,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the values that cannot work.
+    pub fn validate(&self) -> Result<(), SyneviError> {
+        let positive = [
+            ("transaction_timeout_ms", self.transaction_timeout_ms),
+            ("retransmit_interval_ms", self.retransmit_interval_ms),
+            ("recovery_timeout_ms", self.recovery_timeout_ms),
+            ("recovery_backoff_ms_max", self.recovery_backoff_ms_max),
+            ("batch_inputs_max", self.batch_inputs_max as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(SyneviError::InvalidConfig(format!(
+                    "{name} must be above 0"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

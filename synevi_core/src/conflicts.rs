@@ -1,0 +1,225 @@
+//! [`ConflictIndex`]: which known transactions conflict with a key set, and the highest
+//! timestamp witnessed among them.
+//!
+//! Replicas answer PreAccept with "the highest conflicting timestamp witnessed" (to decide
+//! `t`) and "the conflicting transactions with a lower `t0`" (the deps). Both questions are
+//! answered here. Transactions leave the index when every member applied them (garbage
+//! collection) or when they are invalidated; the highest timestamps they contributed stay,
+//! so a transaction that conflicts with a forgotten one is still ordered after it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+use synevi_types::{Deps, Key, Keys, Timestamp, T0};
+
+/// Per-key and all-keys indexes of the transactions a replica knows.
+#[derive(Debug, Default)]
+pub struct ConflictIndex {
+    by_key: FxHashMap<Key, KeyEntry>,
+    /// Transactions with [`Keys::All`].
+    all_keys: BTreeSet<T0>,
+    /// Every indexed transaction (for [`Keys::All`] queries).
+    every: BTreeSet<T0>,
+    /// Highest timestamp witnessed of a [`Keys::All`] transaction: conflicts with every key.
+    all_keys_max: Timestamp,
+    /// Highest timestamp witnessed of anything: what a [`Keys::All`] transaction conflicts
+    /// with.
+    every_max: Timestamp,
+    /// Highest timestamp of a key whose entry was dropped when its last transaction left.
+    /// Counting it for every key keeps the index small at the price of a few slow paths
+    /// right after a key went quiet.
+    pruned_max: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct KeyEntry {
+    active: BTreeSet<T0>,
+    max: Timestamp,
+}
+
+impl ConflictIndex {
+    /// An index that treats every timestamp at or below `floor` as witnessed on every key
+    /// (used after a restart, where the per-key history is gone).
+    pub fn with_floor(floor: Timestamp) -> Self {
+        ConflictIndex {
+            all_keys_max: floor,
+            every_max: floor,
+            pruned_max: floor,
+            ..ConflictIndex::default()
+        }
+    }
+
+    /// Adds a transaction. What it witnessed is recorded separately with
+    /// [`ConflictIndex::witness`], after the replica computed its own answer for it.
+    pub fn insert(&mut self, t0: T0, keys: &Keys) {
+        let inserted = self.every.insert(t0);
+        debug_assert!(inserted, "{t0:?} indexed twice");
+        match keys {
+            Keys::All => {
+                self.all_keys.insert(t0);
+            }
+            Keys::Set(keys) => {
+                for key in keys {
+                    self.by_key
+                        .entry(key.clone())
+                        .or_default()
+                        .active
+                        .insert(t0);
+                }
+            }
+        }
+    }
+
+    /// Records that a transaction on `keys` was seen at `timestamp` (a `t0` or a `t`).
+    pub fn witness(&mut self, keys: &Keys, timestamp: Timestamp) {
+        self.every_max = self.every_max.max(timestamp);
+        match keys {
+            Keys::All => self.all_keys_max = self.all_keys_max.max(timestamp),
+            Keys::Set(keys) => {
+                for key in keys {
+                    let entry = self.by_key.entry(key.clone()).or_default();
+                    entry.max = entry.max.max(timestamp);
+                }
+            }
+        }
+    }
+
+    /// Removes a transaction; what it witnessed stays.
+    pub fn remove(&mut self, t0: T0, keys: &Keys) {
+        if !self.every.remove(&t0) {
+            return;
+        }
+        match keys {
+            Keys::All => {
+                self.all_keys.remove(&t0);
+            }
+            Keys::Set(keys) => {
+                for key in keys {
+                    if let Some(entry) = self.by_key.get_mut(key) {
+                        entry.active.remove(&t0);
+                        if entry.active.is_empty() {
+                            self.pruned_max = self.pruned_max.max(entry.max);
+                            self.by_key.remove(key);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether a transaction is indexed.
+    #[cfg(test)]
+    pub fn contains(&self, t0: T0) -> bool {
+        self.every.contains(&t0)
+    }
+
+    /// The highest timestamp witnessed among transactions that conflict with `keys`.
+    pub fn max_conflicting(&self, keys: &Keys) -> Timestamp {
+        match keys {
+            Keys::All => self.every_max,
+            Keys::Set(keys) => keys
+                .iter()
+                .filter_map(|key| self.by_key.get(key).map(|entry| entry.max))
+                .fold(self.all_keys_max.max(self.pruned_max), Timestamp::max),
+        }
+    }
+
+    /// The indexed transactions conflicting with `keys` whose `t0` is below `bound`,
+    /// `except` itself.
+    pub fn deps(&self, keys: &Keys, bound: Timestamp, except: T0) -> Deps {
+        let bound = T0(bound);
+        let mut found: Vec<T0> = Vec::new();
+        match keys {
+            Keys::All => found.extend(self.every.range(..bound)),
+            Keys::Set(keys) => {
+                found.extend(self.all_keys.range(..bound));
+                for key in keys {
+                    if let Some(entry) = self.by_key.get(key) {
+                        found.extend(entry.active.range(..bound));
+                    }
+                }
+            }
+        }
+        found.retain(|t0| *t0 != except);
+        Deps::from_unsorted(found)
+    }
+
+    /// Every indexed transaction conflicting with `keys`, `except` itself, ascending.
+    pub fn conflicting(&self, keys: &Keys, except: T0) -> Vec<T0> {
+        let mut found: Vec<T0> = match keys {
+            Keys::All => self.every.iter().copied().collect(),
+            Keys::Set(keys) => {
+                let mut found: BTreeMap<T0, ()> =
+                    self.all_keys.iter().map(|t0| (*t0, ())).collect();
+                for key in keys {
+                    if let Some(entry) = self.by_key.get(key) {
+                        found.extend(entry.active.iter().map(|t0| (*t0, ())));
+                    }
+                }
+                found.into_keys().collect()
+            }
+        };
+        found.retain(|t0| *t0 != except);
+        found
+    }
+
+    /// How many transactions are indexed.
+    pub fn len(&self) -> usize {
+        self.every.len()
+    }
+
+    /// Whether nothing is indexed.
+    #[cfg(test)]
+    pub fn is_empty(&self) -> bool {
+        self.every.is_empty()
+    }
+
+    /// How many per-key entries exist (for memory accounting).
+    pub fn key_entries(&self) -> usize {
+        self.by_key.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(time: u64) -> Timestamp {
+        Timestamp::new(time, 0, 1)
+    }
+
+    #[test]
+    fn deps_are_conflicting_and_lower() {
+        let mut index = ConflictIndex::default();
+        index.insert(T0(ts(1)), &Keys::single("a"));
+        index.insert(T0(ts(2)), &Keys::single("b"));
+        index.insert(T0(ts(3)), &Keys::All);
+        index.insert(T0(ts(5)), &Keys::single("a"));
+        index.witness(&Keys::single("a"), ts(1));
+        index.witness(&Keys::single("b"), ts(2));
+        index.witness(&Keys::All, ts(3));
+        index.witness(&Keys::single("a"), ts(5));
+        let deps = index.deps(&Keys::single("a"), ts(4), T0(ts(4)));
+        assert_eq!(deps.as_slice(), &[T0(ts(1)), T0(ts(3))]);
+        let deps = index.deps(&Keys::All, ts(9), T0(ts(5)));
+        assert_eq!(deps.as_slice(), &[T0(ts(1)), T0(ts(2)), T0(ts(3))]);
+        assert_eq!(index.max_conflicting(&Keys::single("b")), ts(3));
+        assert_eq!(index.max_conflicting(&Keys::single("a")), ts(5));
+        assert_eq!(index.max_conflicting(&Keys::single("c")), ts(3));
+    }
+
+    #[test]
+    fn removed_transactions_leave_their_maximum_behind() {
+        let mut index = ConflictIndex::default();
+        index.insert(T0(ts(7)), &Keys::single("a"));
+        index.witness(&Keys::single("a"), ts(9));
+        assert!(index.contains(T0(ts(7))));
+        index.remove(T0(ts(7)), &Keys::single("a"));
+        assert!(index.is_empty());
+        assert_eq!((index.len(), index.key_entries()), (0, 0));
+        assert_eq!(index.max_conflicting(&Keys::single("a")), ts(9));
+        assert!(index
+            .deps(&Keys::single("a"), ts(10), T0(ts(10)))
+            .is_empty());
+    }
+}

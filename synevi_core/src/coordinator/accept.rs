@@ -1,0 +1,102 @@
+//! Phase 2: Accept (the slow path, and recovery's proposals).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use synevi_types::{
+    Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Ballot, Deps, Message, Serial, T, T0,
+};
+
+use super::Phase;
+use crate::core::Core;
+
+impl Core {
+    /// Proposes `t` at the coordination's ballot to every voter. Replicas answer with the
+    /// deps they know below `t`; the commit carries their union.
+    pub(crate) fn start_accept(&mut self, t0: T0, t: T, deps: Deps) {
+        let Some(coordination) = self.coordinations.get_mut(&t0) else {
+            return;
+        };
+        let Some(body) = coordination.body.clone() else {
+            debug_assert!(false, "Accept without a body for {t0:?}");
+            return;
+        };
+        assert!(t >= t0, "proposing t {t:?} below {t0:?}");
+        coordination.phase = Phase::Accept {
+            t,
+            deps: deps.clone(),
+            replies: BTreeMap::new(),
+        };
+        let ballot = coordination.ballot;
+        self.send_to_voters(Message::Accept(Accept {
+            t0,
+            ballot,
+            t,
+            deps,
+            body,
+        }));
+    }
+
+    pub(crate) fn on_accept_ok(&mut self, from: Serial, message: AcceptOk) {
+        if !self.quorums.is_voter(from) {
+            return;
+        }
+        let Some(coordination) = self.coordinations.get_mut(&message.t0) else {
+            return;
+        };
+        if message.ballot != coordination.ballot {
+            return;
+        }
+        let ballot = coordination.ballot;
+        let Phase::Accept { t, replies, .. } = &mut coordination.phase else {
+            return;
+        };
+        replies.insert(from, message.deps);
+        if replies.len() < self.quorums.slow_quorum() {
+            return;
+        }
+        // A majority accepted t: it is chosen. Its deps are what that majority knew below t.
+        let t = *t;
+        let mut deps = Deps::new();
+        for reply_deps in replies.values() {
+            deps.union_with(reply_deps);
+        }
+        if ballot == Ballot::ZERO {
+            self.stats.slow_path_commits += 1;
+        } else {
+            self.stats.recovery_commits += 1;
+        }
+        self.commit(message.t0, t, deps);
+    }
+
+    /// Recovery found the transaction was never decided and must not be: propose a no-op.
+    pub(crate) fn start_invalidate(&mut self, t0: T0) {
+        let Some(coordination) = self.coordinations.get_mut(&t0) else {
+            return;
+        };
+        coordination.phase = Phase::Invalidate {
+            replies: BTreeSet::new(),
+        };
+        let ballot = coordination.ballot;
+        self.send_to_voters(Message::AcceptInvalidate(AcceptInvalidate { t0, ballot }));
+    }
+
+    pub(crate) fn on_accept_invalidate_ok(&mut self, from: Serial, message: AcceptInvalidateOk) {
+        if !self.quorums.is_voter(from) {
+            return;
+        }
+        let Some(coordination) = self.coordinations.get_mut(&message.t0) else {
+            return;
+        };
+        if message.ballot != coordination.ballot {
+            return;
+        }
+        let Phase::Invalidate { replies } = &mut coordination.phase else {
+            return;
+        };
+        replies.insert(from);
+        if replies.len() >= self.quorums.slow_quorum() {
+            self.stats.recovery_invalidations += 1;
+            self.commit_invalidate(message.t0);
+        }
+    }
+}

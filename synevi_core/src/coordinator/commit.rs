@@ -1,0 +1,127 @@
+//! The decision: Commit (or CommitInvalidate) to every member, retransmission of unanswered
+//! phases, and standing down when a recovery took over.
+
+use synevi_types::{
+    BeginRecovery, Commit, CommitInvalidate, Deps, Message, Nack, PreAccept, Serial, T, T0,
+};
+
+use super::Phase;
+use crate::core::{Core, Timer};
+
+impl Core {
+    /// The coordination chose `(t, deps)`: tell every member, including this node.
+    pub(crate) fn commit(&mut self, t0: T0, t: T, deps: Deps) {
+        let Some(coordination) = self.coordinations.remove(&t0) else {
+            return;
+        };
+        let Some(body) = coordination.body else {
+            debug_assert!(false, "commit without a body for {t0:?}");
+            return;
+        };
+        self.send_to_members(Message::Commit(Commit { t0, t, deps, body }));
+    }
+
+    /// The coordination chose "no-op": tell every member.
+    pub(crate) fn commit_invalidate(&mut self, t0: T0) {
+        self.coordinations.remove(&t0);
+        self.send_to_members(Message::CommitInvalidate(CommitInvalidate { t0 }));
+    }
+
+    /// A replica promised a higher ballot: another coordinator (a recovery) owns the
+    /// transaction now. Stand down; the local client still gets the outcome when the
+    /// transaction is decided, and the progress timer recovers it again if nobody finishes.
+    pub(crate) fn on_nack(&mut self, _from: Serial, message: Nack) {
+        let Some(coordination) = self.coordinations.get(&message.t0) else {
+            return;
+        };
+        if message.promised > coordination.ballot {
+            self.coordinations.remove(&message.t0);
+            self.backoff_progress(message.t0);
+        }
+    }
+
+    /// `t0` became decided on this replica (whoever decided it).
+    pub(crate) fn on_decided(&mut self, t0: T0) {
+        // Whatever this node was doing for it (as original or recovery coordinator) is moot.
+        self.coordinations.remove(&t0);
+        if t0.0.serial == self.serial {
+            // Home node: make sure every member learns the decision (see gc.rs).
+            self.gc.track_home(t0);
+            let due = self.now_ms() + self.config.retransmit_interval_ms * 4;
+            self.set_timer(due, t0, Timer::CommitRetransmit);
+        }
+    }
+
+    /// Re-sends the current phase's message to voters that have not answered yet.
+    pub(crate) fn on_retransmit_timer(&mut self, t0: T0) {
+        let Some(coordination) = self.coordinations.get(&t0) else {
+            return;
+        };
+        let missing: Vec<Serial> = self
+            .quorums
+            .voters()
+            .filter(|serial| !coordination.has_reply_from(*serial))
+            .collect();
+        let message = match (&coordination.phase, &coordination.body) {
+            (Phase::PreAccept { .. }, Some(body)) => Some(Message::PreAccept(PreAccept {
+                t0,
+                body: body.clone(),
+            })),
+            (Phase::Accept { t, deps, .. }, Some(body)) => {
+                Some(Message::Accept(synevi_types::Accept {
+                    t0,
+                    ballot: coordination.ballot,
+                    t: *t,
+                    deps: deps.clone(),
+                    body: body.clone(),
+                }))
+            }
+            (Phase::Recover { .. }, body) => Some(Message::BeginRecovery(BeginRecovery {
+                t0,
+                ballot: coordination.ballot,
+                body: body.clone(),
+            })),
+            (Phase::Invalidate { .. }, _) => {
+                Some(Message::AcceptInvalidate(synevi_types::AcceptInvalidate {
+                    t0,
+                    ballot: coordination.ballot,
+                }))
+            }
+            _ => None,
+        };
+        if let Some(message) = message {
+            self.send_to(&missing, message);
+        }
+        let due = self.now_ms() + self.config.retransmit_interval_ms;
+        self.set_timer(due, t0, Timer::Retransmit);
+    }
+
+    /// Home node: re-sends the decision to members that have not acknowledged applying it.
+    pub(crate) fn on_commit_retransmit(&mut self, t0: T0) {
+        let Some(missing) = self.gc.home_missing(t0, &self.quorums) else {
+            return; // applied everywhere, or not tracked
+        };
+        for serial in missing {
+            self.send_decision(serial, t0);
+        }
+        let due = self.now_ms() + self.config.retransmit_interval_ms * 8;
+        self.set_timer(due, t0, Timer::CommitRetransmit);
+    }
+
+    /// Acknowledgements from members that applied transactions this node is home of.
+    pub(crate) fn on_applied(&mut self, from: Serial, message: synevi_types::Applied) {
+        for t0 in message.t0s {
+            if t0.0.serial == self.serial {
+                self.gc.home_applied(t0, from, &self.quorums);
+            }
+        }
+    }
+
+    /// Stand down from `t0` and look at it again after a random back-off, so competing
+    /// recovery coordinators do not keep pre-empting each other.
+    pub(crate) fn backoff_progress(&mut self, t0: T0) {
+        let backoff = self.random_below(self.config.recovery_backoff_ms_max);
+        let due = self.now_ms() + self.config.recovery_timeout_ms + backoff;
+        self.set_timer(due, t0, Timer::Progress);
+    }
+}

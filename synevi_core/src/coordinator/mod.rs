@@ -1,0 +1,70 @@
+//! The coordinator side: driving one transaction through the phases. One file per phase:
+//! `pre_accept.rs` (phase 1 and the fast path), `accept.rs` (slow path), `commit.rs`
+//! (decision and retransmission), `recover.rs` (taking over a stuck transaction).
+
+mod accept;
+mod commit;
+mod pre_accept;
+mod recover;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use synevi_types::{Ballot, Deps, RecoverOk, Serial, TxBody, T};
+
+/// What a coordinator knows about one transaction it drives.
+#[derive(Debug)]
+pub(crate) struct Coordination {
+    /// The transaction; a recovery may start without it and learn it from replicas.
+    pub body: Option<TxBody>,
+    /// [`Ballot::ZERO`] for the original coordinator, higher for recoveries.
+    pub ballot: Ballot,
+    pub phase: Phase,
+}
+
+/// The phase a coordination is in, with the answers gathered so far (at most one per voter).
+#[derive(Debug)]
+pub(crate) enum Phase {
+    PreAccept {
+        replies: BTreeMap<Serial, (T, Deps)>,
+        /// When a majority had answered (the fast-path wait starts then).
+        majority_at_ms: Option<u64>,
+    },
+    Accept {
+        t: T,
+        deps: Deps,
+        replies: BTreeMap<Serial, Deps>,
+    },
+    Recover {
+        replies: BTreeMap<Serial, RecoverOk>,
+    },
+    Invalidate {
+        replies: BTreeSet<Serial>,
+    },
+}
+
+impl Coordination {
+    /// How many voters have answered the current phase.
+    pub fn replies(&self) -> usize {
+        match &self.phase {
+            Phase::PreAccept { replies, .. } => replies.len(),
+            Phase::Accept { replies, .. } => replies.len(),
+            Phase::Recover { replies } => replies.len(),
+            Phase::Invalidate { replies } => replies.len(),
+        }
+    }
+
+    /// Coordinations are removed once decided; one that exists is undecided.
+    pub fn is_decided(&self) -> bool {
+        false
+    }
+
+    /// Whether `serial` has answered the current phase.
+    pub fn has_reply_from(&self, serial: Serial) -> bool {
+        match &self.phase {
+            Phase::PreAccept { replies, .. } => replies.contains_key(&serial),
+            Phase::Accept { replies, .. } => replies.contains_key(&serial),
+            Phase::Recover { replies } => replies.contains_key(&serial),
+            Phase::Invalidate { replies } => replies.contains(&serial),
+        }
+    }
+}

@@ -1,0 +1,609 @@
+//! [`Core`]: one node's complete protocol state, driven by `(now, input)` steps.
+//!
+//! The core is the replica and the coordinator in one: it answers other coordinators
+//! (`replica.rs`), coordinates the transactions submitted to it (`coordinator/`), orders
+//! execution (`execution.rs`) and releases state nobody needs any more (`gc.rs`). It does no
+//! I/O, reads no clock, spawns nothing: inputs are method calls, outputs accumulate in a
+//! [`Ready`] that the driver takes with [`Core::take_ready`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rustc_hash::FxHashMap;
+use synevi_types::{
+    Ballot, Deps, Envelope, Hlc, Keys, Message, NodeId, NodeMeta, Serial, Status, StoredState,
+    SyneviError, Timestamp, TxBody, TxRecord, T0,
+};
+
+use crate::config::Config;
+use crate::conflicts::ConflictIndex;
+use crate::coordinator::Coordination;
+use crate::effects::{Execution, FailedReply, Now, Ready};
+use crate::execution::ExecutionGraph;
+use crate::gc::Gc;
+use crate::quorum::Quorums;
+use crate::stats::Stats;
+
+/// Timers the core sets for itself; they fire from [`Core::tick`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Timer {
+    /// Coordinator: re-send the current phase's message to members that have not answered.
+    Retransmit,
+    /// Coordinator: a majority answered PreAccept; stop waiting for the fast quorum.
+    FastPathWait,
+    /// A local client's transaction ran out of time.
+    ClientDeadline,
+    /// Replica: check whether a transaction it knows is still undecided; if so, recover it.
+    Progress,
+    /// Home node: re-send the commit to members that have not applied it yet.
+    CommitRetransmit,
+}
+
+/// One replica's state of one transaction: the durable record plus what only lives in memory.
+#[derive(Debug)]
+pub(crate) struct TxState {
+    pub record: TxRecord,
+    /// Handed to the driver to execute (or already applied). Dependants stop waiting from
+    /// here on; the driver executes in the order it was handed transactions.
+    pub executed: bool,
+    /// Whether this replica already asked its peers about it while it sat undecided.
+    pub inquired: bool,
+}
+
+impl TxState {
+    pub fn keys(&self) -> Option<&Keys> {
+        self.record.body.as_ref().map(|body| &body.keys)
+    }
+}
+
+/// One node's protocol state machine. See the crate docs for the step → effects loop.
+pub struct Core {
+    pub(crate) serial: Serial,
+    pub(crate) config: Config,
+    pub(crate) quorums: Quorums,
+    pub(crate) clock: Hlc,
+    pub(crate) now: Now,
+    pub(crate) txs: FxHashMap<T0, TxState>,
+    pub(crate) conflicts: ConflictIndex,
+    pub(crate) execution: ExecutionGraph,
+    pub(crate) coordinations: FxHashMap<T0, Coordination>,
+    /// Local clients waiting for a transaction, with when they submitted it.
+    pub(crate) clients: FxHashMap<T0, u64>,
+    pub(crate) timers: BTreeSet<(u64, T0, Timer)>,
+    pub(crate) gc: Gc,
+    /// Messages this node sends to itself; handled before the step returns.
+    local: VecDeque<Message>,
+    dirty: BTreeSet<T0>,
+    ready: Ready,
+    pub(crate) stats: Stats,
+    meta: NodeMeta,
+    meta_dirty: bool,
+    next_event_seq: u64,
+    /// `Applied` acknowledgements to send, per home node, gathered over a step.
+    pending_acks: BTreeMap<Serial, Vec<T0>>,
+    rng: u64,
+}
+
+impl Core {
+    /// A fresh node that has never run.
+    pub fn new(
+        node_id: NodeId,
+        serial: Serial,
+        config: Config,
+        seed: u64,
+    ) -> Result<Self, SyneviError> {
+        Core::restore(node_id, serial, config, seed, StoredState::default())
+    }
+
+    /// A node resuming from what its store kept. `seed` feeds the core's random choices
+    /// (recovery back-off); the driver passes a random one, the simulator a derived one.
+    pub fn restore(
+        node_id: NodeId,
+        serial: Serial,
+        config: Config,
+        seed: u64,
+        stored: StoredState,
+    ) -> Result<Self, SyneviError> {
+        config.validate()?;
+        let mut quorums = Quorums::new(serial);
+        quorums
+            .set_electorate(config.fast_path_electorate.as_deref())
+            .or_else(|error| {
+                // The electorate names members that are added later; checked again then.
+                if config.fast_path_electorate.is_some() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            })?;
+        let meta = match stored.meta {
+            Some(meta) if meta.serial != serial => {
+                return Err(SyneviError::WrongNode {
+                    expected: serial,
+                    found: meta.serial,
+                })
+            }
+            Some(meta) => meta,
+            None => NodeMeta {
+                node_id,
+                serial,
+                clock_floor: Timestamp::ZERO,
+                applied_count: 0,
+                applied_digest: [0; 32],
+            },
+        };
+        // Nothing this node issued or witnessed before the restart may be issued again.
+        let mut clock = Hlc::with_floor(serial, meta.clock_floor);
+        for record in &stored.transactions {
+            clock.witness(record.t0.0);
+            clock.witness(record.t.0);
+        }
+        let mut core = Core {
+            serial,
+            config,
+            quorums,
+            conflicts: ConflictIndex::with_floor(clock.high()),
+            clock,
+            now: Now::default(),
+            txs: FxHashMap::default(),
+            execution: ExecutionGraph::default(),
+            coordinations: FxHashMap::default(),
+            clients: FxHashMap::default(),
+            timers: BTreeSet::new(),
+            gc: Gc::restore(&stored.forgotten, &stored.floors),
+            local: VecDeque::new(),
+            dirty: BTreeSet::new(),
+            ready: Ready::default(),
+            stats: Stats::default(),
+            next_event_seq: stored.last_event_seq + 1,
+            meta,
+            meta_dirty: false,
+            pending_acks: BTreeMap::new(),
+            rng: seed ^ 0x9e37_79b9_7f4a_7c15,
+        };
+        let mut committed = Vec::new();
+        for record in stored.transactions {
+            let t0 = record.t0;
+            if let Some(keys) = record.body.as_ref().map(|body| body.keys.clone()) {
+                if record.status != Status::Invalidated {
+                    core.conflicts.insert(t0, &keys);
+                    core.conflicts.witness(&keys, record.t.0);
+                }
+            }
+            let executed = matches!(record.status, Status::Applied | Status::Invalidated);
+            if record.status == Status::Committed {
+                committed.push((t0, record.t, record.deps.clone()));
+            }
+            core.txs.insert(
+                t0,
+                TxState {
+                    record,
+                    executed,
+                    inquired: false,
+                },
+            );
+        }
+        for (t0, t, deps) in committed {
+            core.add_to_execution(t0, t, &deps);
+        }
+        // Everything undecided gets a progress check once the node runs.
+        let undecided: Vec<T0> = core
+            .txs
+            .iter()
+            .filter(|(_, state)| !state.record.status.is_decided())
+            .map(|(t0, _)| *t0)
+            .collect();
+        for t0 in undecided {
+            core.set_timer(0, t0, Timer::Progress);
+        }
+        // Home node: its own decided transactions may still lack acknowledgements; ask again.
+        let own_decided: Vec<T0> = core
+            .txs
+            .iter()
+            .filter(|(t0, state)| t0.0.serial == serial && state.record.status.is_decided())
+            .map(|(t0, _)| *t0)
+            .collect();
+        for t0 in own_decided {
+            core.gc.track_home(t0);
+            core.set_timer(0, t0, Timer::CommitRetransmit);
+        }
+        core.drain_executions();
+        Ok(core)
+    }
+
+    /// This node's serial.
+    pub fn serial(&self) -> Serial {
+        self.serial
+    }
+
+    /// Adds a member; `voter` members take part in quorums, others only learn commits.
+    /// Membership is static: add every member before submitting transactions.
+    pub fn add_member(&mut self, serial: Serial, voter: bool) -> Result<(), SyneviError> {
+        self.quorums.add(serial, voter)?;
+        if self.config.fast_path_electorate.is_some() {
+            // Complain only once every electorate member is known.
+            let electorate = self.config.fast_path_electorate.as_deref();
+            let all_known = electorate
+                .is_some_and(|members| members.iter().all(|m| self.quorums.is_member(*m)));
+            if all_known {
+                self.quorums.set_electorate(electorate)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        let mut stats = self.stats.clone();
+        stats.transactions_held = self.txs.len() as u64;
+        stats.pending_execution = self.execution.pending_len() as u64;
+        stats
+    }
+
+    /// What this node has executed: how many transactions, and their order-independent
+    /// digest (equal on nodes that executed the same transactions with the same results).
+    pub fn applied_digest(&self) -> (u64, [u8; 32]) {
+        (self.meta.applied_count, self.meta.applied_digest)
+    }
+
+    /// A client submits a transaction to this node, which becomes its coordinator. Returns the
+    /// transaction's `t0`; the client's answer comes from the transaction's execution here (or
+    /// a [`FailedReply`]).
+    pub fn submit(&mut self, now: Now, body: TxBody) -> T0 {
+        self.advance(now);
+        let t0 = T0(self.clock.issue(now.wall_ms));
+        debug_assert!(!self.txs.contains_key(&t0), "the clock issued {t0:?} twice");
+        self.stats.submitted += 1;
+        self.clients.insert(t0, now.monotonic_ms);
+        self.set_timer(
+            now.monotonic_ms + self.config.transaction_timeout_ms,
+            t0,
+            Timer::ClientDeadline,
+        );
+        self.start_pre_accept(t0, body);
+        self.flush_local();
+        t0
+    }
+
+    /// An envelope arrived from the network.
+    pub fn receive(&mut self, now: Now, envelope: Envelope) {
+        self.advance(now);
+        if envelope.to != self.serial || !self.quorums.is_member(envelope.from) {
+            tracing::debug!(
+                from = envelope.from,
+                to = envelope.to,
+                "dropped misaddressed envelope"
+            );
+            return;
+        }
+        if envelope.from == self.serial {
+            tracing::debug!("dropped envelope claiming to come from this node");
+            return;
+        }
+        self.stats.messages_received += 1;
+        self.dispatch(envelope.from, envelope.message);
+        self.flush_local();
+    }
+
+    /// Time passed: fires due timers.
+    pub fn tick(&mut self, now: Now) {
+        self.advance(now);
+        while let Some(&(due, t0, timer)) = self.timers.first() {
+            if due > now.monotonic_ms {
+                break;
+            }
+            self.timers.pop_first();
+            self.on_timer(t0, timer);
+            self.flush_local();
+        }
+        self.gc_tick();
+        self.flush_local();
+    }
+
+    /// The driver finished executing `t0`; `result_hash` is BLAKE3 of the executor's
+    /// serialised result.
+    pub fn applied(&mut self, now: Now, t0: T0, result_hash: [u8; 32]) {
+        self.advance(now);
+        let Some(state) = self.txs.get_mut(&t0) else {
+            debug_assert!(false, "applied {t0:?}, which the core does not hold");
+            return;
+        };
+        assert!(
+            state.executed,
+            "applied {t0:?}, which was never handed out for execution"
+        );
+        assert_eq!(
+            state.record.status,
+            Status::Committed,
+            "{t0:?} applied twice"
+        );
+        state.record.status = Status::Applied;
+        let t = state.record.t;
+        let (id, payload) = state
+            .record
+            .body
+            .as_ref()
+            .map(|body| (body.id, body.payload.clone()))
+            .unwrap_or_default();
+        self.mark_dirty(t0);
+        let seq = self.next_event_seq;
+        self.next_event_seq += 1;
+        self.ready.persist.events.push(synevi_types::Event {
+            seq,
+            t0,
+            t,
+            id,
+            payload,
+            result_hash,
+        });
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&t0.0.to_be_bytes());
+        hasher.update(&t.0.to_be_bytes());
+        hasher.update(&result_hash);
+        let entry = hasher.finalize();
+        for (digest, byte) in self.meta.applied_digest.iter_mut().zip(entry.as_bytes()) {
+            *digest ^= byte;
+        }
+        self.meta.applied_count += 1;
+        self.meta_dirty = true;
+        self.stats.executed += 1;
+        self.clients.remove(&t0);
+        self.queue_applied_ack(t0);
+        self.flush_local();
+    }
+
+    /// Queues "applied `t0`" for its home node, which tracks when every member has applied
+    /// it; sent with the next [`Core::take_ready`], after the applied state is persisted.
+    pub(crate) fn queue_applied_ack(&mut self, t0: T0) {
+        self.pending_acks.entry(t0.0.serial).or_default().push(t0);
+    }
+
+    /// Takes the effects accumulated since the last call. See [`Ready`] for what the driver
+    /// must do with them, in which order.
+    pub fn take_ready(&mut self) -> Ready {
+        for (home, t0s) in std::mem::take(&mut self.pending_acks) {
+            self.send(home, Message::Applied(synevi_types::Applied { t0s }));
+        }
+        self.flush_local();
+        for t0 in std::mem::take(&mut self.dirty) {
+            if let Some(state) = self.txs.get(&t0) {
+                self.ready.persist.transactions.push(state.record.clone());
+            }
+        }
+        if self.clock.high() > self.meta.clock_floor {
+            self.meta.clock_floor = self.clock.high();
+            self.meta_dirty = true;
+        }
+        if std::mem::take(&mut self.meta_dirty) {
+            self.ready.persist.meta = Some(self.meta.clone());
+        }
+        std::mem::take(&mut self.ready)
+    }
+
+    /// When the core next needs a [`Core::tick`] (monotonic milliseconds), if ever.
+    pub fn next_deadline(&self) -> Option<u64> {
+        let timer = self.timers.first().map(|(due, _, _)| *due);
+        let gc = self.gc.next_deadline();
+        match (timer, gc) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- internals shared by the handlers -----
+
+    fn advance(&mut self, now: Now) {
+        debug_assert!(
+            now.monotonic_ms >= self.now.monotonic_ms,
+            "monotonic time went back"
+        );
+        self.now = Now {
+            wall_ms: now.wall_ms,
+            monotonic_ms: now.monotonic_ms.max(self.now.monotonic_ms),
+        };
+    }
+
+    /// Sends `message` to `to`; to itself, it is handled before the step returns.
+    pub(crate) fn send(&mut self, to: Serial, message: Message) {
+        if to == self.serial {
+            self.local.push_back(message);
+        } else {
+            self.stats.messages_sent += 1;
+            self.ready.messages.push(Envelope {
+                from: self.serial,
+                to,
+                message,
+            });
+        }
+    }
+
+    /// Sends `message` to every voter (including this node, if it votes).
+    pub(crate) fn send_to_voters(&mut self, message: Message) {
+        let voters: Vec<Serial> = self.quorums.voters().collect();
+        self.send_to(&voters, message);
+    }
+
+    /// Sends `message` to every member, voters and learners.
+    pub(crate) fn send_to_members(&mut self, message: Message) {
+        let members: Vec<Serial> = self.quorums.members().collect();
+        self.send_to(&members, message);
+    }
+
+    pub(crate) fn send_to(&mut self, serials: &[Serial], message: Message) {
+        if let Some((last, rest)) = serials.split_last() {
+            for &serial in rest {
+                self.send(serial, message.clone());
+            }
+            self.send(*last, message);
+        }
+    }
+
+    fn flush_local(&mut self) {
+        while let Some(message) = self.local.pop_front() {
+            self.dispatch(self.serial, message);
+        }
+    }
+
+    fn dispatch(&mut self, from: Serial, message: Message) {
+        match message {
+            Message::PreAccept(m) => self.on_pre_accept(from, m),
+            Message::PreAcceptOk(m) => self.on_pre_accept_ok(from, m),
+            Message::Accept(m) => self.on_accept(from, m),
+            Message::AcceptOk(m) => self.on_accept_ok(from, m),
+            Message::Commit(m) => self.on_commit(from, m),
+            Message::Nack(m) => self.on_nack(from, m),
+            Message::BeginRecovery(m) => self.on_begin_recovery(from, m),
+            Message::RecoverOk(m) => self.on_recover_ok(from, m),
+            Message::AcceptInvalidate(m) => self.on_accept_invalidate(from, m),
+            Message::AcceptInvalidateOk(m) => self.on_accept_invalidate_ok(from, m),
+            Message::CommitInvalidate(m) => self.on_commit_invalidate(from, m),
+            Message::Applied(m) => self.on_applied(from, m),
+            Message::Forget(m) => self.on_forget(from, m),
+            Message::Inquire(m) => self.on_inquire(from, m),
+        }
+    }
+
+    fn on_timer(&mut self, t0: T0, timer: Timer) {
+        match timer {
+            Timer::Retransmit => self.on_retransmit_timer(t0),
+            Timer::FastPathWait => self.on_fast_path_wait(t0),
+            Timer::ClientDeadline => self.on_client_deadline(t0),
+            Timer::Progress => self.on_progress_timer(t0),
+            Timer::CommitRetransmit => self.on_commit_retransmit(t0),
+        }
+    }
+
+    fn on_client_deadline(&mut self, t0: T0) {
+        let Some(submitted_ms) = self.clients.remove(&t0) else {
+            return;
+        };
+        let waited_ms = self.now.monotonic_ms.saturating_sub(submitted_ms);
+        let error = match self.coordinations.get(&t0) {
+            Some(coordination) if !coordination.is_decided() => SyneviError::QuorumUnreachable {
+                needed: self.quorums.slow_quorum(),
+                reached: coordination.replies(),
+                waited_ms,
+            },
+            _ => SyneviError::ExecutionTimeout { t0, waited_ms },
+        };
+        self.ready.replies.push(FailedReply { t0, error });
+    }
+
+    pub(crate) fn set_timer(&mut self, due_ms: u64, t0: T0, timer: Timer) {
+        self.timers.insert((due_ms, t0, timer));
+    }
+
+    pub(crate) fn mark_dirty(&mut self, t0: T0) {
+        self.dirty.insert(t0);
+    }
+
+    /// A random number in `0..bound` from the core's seeded generator (splitmix64).
+    pub(crate) fn random_below(&mut self, bound: u64) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        if bound == 0 {
+            0
+        } else {
+            z % bound
+        }
+    }
+
+    /// Whether dependency `t0` no longer holds anyone up: executed (or handed out for
+    /// execution), invalidated, or forgotten after every member applied it.
+    pub(crate) fn is_done(&self, t0: T0) -> bool {
+        match self.txs.get(&t0) {
+            Some(state) => state.executed,
+            None => self.gc.is_forgotten(t0),
+        }
+    }
+
+    /// Puts a committed transaction into the execution graph.
+    pub(crate) fn add_to_execution(&mut self, t0: T0, t: synevi_types::T, deps: &Deps) {
+        let mut execution = std::mem::take(&mut self.execution);
+        execution.commit(t0, t, deps, |dep| self.is_done(dep));
+        self.execution = execution;
+    }
+
+    /// Makes sure dependencies that executions wait for, and that this replica has never
+    /// seen, get a state here: their progress timers then ask peers and, failing that,
+    /// recover them (which invalidates what nobody has).
+    pub(crate) fn track_missing_dependencies(&mut self) {
+        for dep in self.execution.missing() {
+            if !self.txs.contains_key(&dep) {
+                self.ensure_state(dep, None);
+            }
+        }
+    }
+
+    /// How many entries the core's per-transaction structures hold; flat once warm if
+    /// garbage collection works (checked by the simulator).
+    pub fn state_size(&self) -> usize {
+        self.txs.len()
+            + self.conflicts.len()
+            + self.conflicts.key_entries()
+            + self.execution.pending_len()
+            + self.coordinations.len()
+            + self.clients.len()
+            + self.timers.len()
+            + self.gc.remembered()
+    }
+
+    /// Hands every transaction whose dependencies are done to the driver, in order.
+    pub(crate) fn drain_executions(&mut self) {
+        while let Some((t0, t)) = self.execution.pop_ready() {
+            let Some(state) = self.txs.get_mut(&t0) else {
+                debug_assert!(false, "ready transaction {t0:?} has no state");
+                continue;
+            };
+            debug_assert!(!state.executed, "{t0:?} handed out twice");
+            state.executed = true;
+            let Some(body) = state.record.body.as_ref() else {
+                debug_assert!(false, "committed {t0:?} without a body");
+                continue;
+            };
+            self.ready.execute.push(Execution {
+                t0,
+                t,
+                id: body.id,
+                payload: body.payload.clone(),
+            });
+        }
+    }
+
+    /// Records that the local client of `t0`, if any, will get no result.
+    pub(crate) fn fail_client(&mut self, t0: T0, error: SyneviError) {
+        if self.clients.remove(&t0).is_some() {
+            self.ready.replies.push(FailedReply { t0, error });
+        }
+    }
+
+    /// Persists "forget `t0`" with the next batch.
+    pub(crate) fn persist_forget(&mut self, t0: T0) {
+        self.ready.persist.forget.push(t0);
+    }
+
+    /// Persists a raised home floor with the next batch.
+    pub(crate) fn persist_floor(&mut self, home: Serial, floor: T0) {
+        self.ready.persist.floors.push((home, floor));
+    }
+
+    /// The current time as the handlers see it.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now.monotonic_ms
+    }
+
+    /// A fresh record for a transaction this replica has not seen.
+    pub(crate) fn blank_record(t0: T0, body: Option<TxBody>) -> TxRecord {
+        TxRecord {
+            t0,
+            status: Status::Promised,
+            t: t0.as_t(),
+            deps: Deps::new(),
+            promised: Ballot::ZERO,
+            accepted: Ballot::ZERO,
+            body,
+        }
+    }
+}

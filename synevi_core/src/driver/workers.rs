@@ -1,0 +1,371 @@
+//! The three workers behind a [`super::Node`]: core task, persister, executor task.
+
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+use synevi_types::{
+    Envelope, Executor, Network, Serial, Store, SyneviError, SyneviResult, TxBody, WriteBatch, T0,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::clock::DriverClock;
+use super::node::{decode, NodeStatus};
+use crate::{Config, Core, Execution};
+
+/// Most rounds the persister folds into one store commit.
+const ROUNDS_PER_COMMIT_MAX: usize = 256;
+
+/// Requests to the core task.
+pub(crate) enum Command<E: Executor> {
+    Submit {
+        body: TxBody,
+        reply: Reply<E>,
+    },
+    AddMember {
+        serial: Serial,
+        voter: bool,
+        done: oneshot::Sender<Result<(), SyneviError>>,
+    },
+    Applied {
+        t0: T0,
+        result_hash: [u8; 32],
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// Where a local client waits for its transaction's outcome.
+pub(crate) type Reply<E> = oneshot::Sender<SyneviResult<E>>;
+
+/// One round of the core's effects on its way through the persister.
+struct Round<E: Executor> {
+    persist: WriteBatch,
+    messages: Vec<Envelope>,
+    jobs: Vec<Job<E>>,
+}
+
+/// An execution, with the local client waiting for it, if any.
+struct Job<E: Executor> {
+    execution: Execution,
+    reply: Option<Reply<E>>,
+}
+
+pub(crate) struct Workers<N: Network, E: Executor, S: Store> {
+    pub core: Core,
+    pub clock: DriverClock,
+    pub config: Config,
+    pub commands: mpsc::UnboundedReceiver<Command<E>>,
+    pub command_sender: mpsc::UnboundedSender<Command<E>>,
+    pub inbound: mpsc::Receiver<Envelope>,
+    pub network: Arc<N>,
+    pub store: Arc<S>,
+    pub executor: Arc<E>,
+    pub status: watch::Sender<NodeStatus>,
+}
+
+pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
+    workers: Workers<N, E, S>,
+) -> Vec<JoinHandle<()>> {
+    let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
+    let (jobs, jobs_receiver) = mpsc::unbounded_channel::<Job<E>>();
+    let store = workers.store;
+    let network = workers.network;
+    let persister = tokio::task::spawn_blocking(move || {
+        persist_loop(rounds_receiver, &*store, &*network, jobs)
+    });
+    let executor = tokio::spawn(execute_loop(
+        workers.executor,
+        jobs_receiver,
+        workers.command_sender,
+    ));
+    let core = tokio::spawn(core_loop(CoreLoop {
+        core: workers.core,
+        clock: workers.clock,
+        batch_inputs_max: workers.config.batch_inputs_max,
+        commands: workers.commands,
+        inbound: workers.inbound,
+        rounds,
+        status: workers.status,
+        waiters: FxHashMap::default(),
+    }));
+    vec![core, persister, executor]
+}
+
+struct CoreLoop<E: Executor> {
+    core: Core,
+    clock: DriverClock,
+    batch_inputs_max: usize,
+    commands: mpsc::UnboundedReceiver<Command<E>>,
+    inbound: mpsc::Receiver<Envelope>,
+    rounds: std_mpsc::Sender<Round<E>>,
+    status: watch::Sender<NodeStatus>,
+    /// Local clients by their transaction's `t0`.
+    waiters: FxHashMap<T0, Reply<E>>,
+}
+
+enum Input<E: Executor> {
+    Command(Command<E>),
+    Envelope(Envelope),
+    Tick,
+    Closed,
+}
+
+async fn core_loop<E: Executor>(mut state: CoreLoop<E>) {
+    loop {
+        let deadline = state
+            .core
+            .next_deadline()
+            .map(|ms| state.clock.instant_of(ms));
+        let first = tokio::select! {
+            biased;
+            command = state.commands.recv() => command.map_or(Input::Closed, Input::Command),
+            envelope = state.inbound.recv() => envelope.map_or(Input::Closed, Input::Envelope),
+            _ = sleep_until(deadline) => Input::Tick,
+        };
+        if !state.handle(first) {
+            return;
+        }
+        // Take whatever else is queued, up to the limit: one round, one store commit.
+        for _ in 1..state.batch_inputs_max {
+            let next = if let Ok(command) = state.commands.try_recv() {
+                Input::Command(command)
+            } else if let Ok(envelope) = state.inbound.try_recv() {
+                Input::Envelope(envelope)
+            } else {
+                break;
+            };
+            if !state.handle(next) {
+                return;
+            }
+        }
+        state.core.tick(state.clock.now());
+        state.finish_round();
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => tokio::time::sleep(Duration::from_secs(3600)).await,
+    }
+}
+
+impl<E: Executor> CoreLoop<E> {
+    /// Feeds one input to the core; false when the node must stop.
+    fn handle(&mut self, input: Input<E>) -> bool {
+        let now = self.clock.now();
+        match input {
+            Input::Command(Command::Submit { body, reply }) => {
+                let t0 = self.core.submit(now, body);
+                self.waiters.insert(t0, reply);
+            }
+            Input::Command(Command::AddMember {
+                serial,
+                voter,
+                done,
+            }) => {
+                let _ = done.send(self.core.add_member(serial, voter));
+            }
+            Input::Command(Command::Applied { t0, result_hash }) => {
+                self.core.applied(now, t0, result_hash);
+            }
+            Input::Command(Command::Shutdown { done }) => {
+                let _ = done.send(());
+                return false;
+            }
+            Input::Envelope(envelope) => self.core.receive(now, envelope),
+            Input::Tick => self.core.tick(now),
+            Input::Closed => return false,
+        }
+        true
+    }
+
+    /// Takes the round's effects from the core and passes them on.
+    fn finish_round(&mut self) {
+        let ready = self.core.take_ready();
+        // Executions first: a client whose transaction executed in the same round its
+        // deadline passed gets the result.
+        let jobs: Vec<Job<E>> = ready
+            .execute
+            .into_iter()
+            .map(|execution| Job {
+                reply: self.waiters.remove(&execution.t0),
+                execution,
+            })
+            .collect();
+        for failed in ready.replies {
+            if let Some(reply) = self.waiters.remove(&failed.t0) {
+                let _ = reply.send(Err(failed.error));
+            }
+        }
+        if !(ready.persist.is_empty() && ready.messages.is_empty() && jobs.is_empty()) {
+            let round = Round {
+                persist: ready.persist,
+                messages: ready.messages,
+                jobs,
+            };
+            if self.rounds.send(round).is_err() {
+                tracing::error!("the persister stopped; this node cannot make progress");
+            }
+        }
+        let (applied_count, applied_digest) = self.core.applied_digest();
+        let stats = self.core.stats();
+        self.status.send_if_modified(|status| {
+            let changed = status.stats != stats || status.applied_count != applied_count;
+            status.stats = stats;
+            status.applied_count = applied_count;
+            status.applied_digest = applied_digest;
+            changed
+        });
+    }
+}
+
+/// Commits rounds in order, several at once when they queued up (group commit), and only
+/// then sends their messages and releases their executions.
+fn persist_loop<N: Network, S: Store, E: Executor>(
+    rounds: std_mpsc::Receiver<Round<E>>,
+    store: &S,
+    network: &N,
+    jobs: mpsc::UnboundedSender<Job<E>>,
+) {
+    while let Ok(first) = rounds.recv() {
+        let mut batch = vec![first];
+        while batch.len() < ROUNDS_PER_COMMIT_MAX {
+            match rounds.try_recv() {
+                Ok(round) => batch.push(round),
+                Err(_) => break,
+            }
+        }
+        let mut writes = WriteBatch::default();
+        for round in &mut batch {
+            writes.absorb(std::mem::take(&mut round.persist));
+        }
+        if !writes.is_empty() {
+            if let Err(error) = store.commit(&writes) {
+                // Nothing of these rounds may leave the node: their messages promise what
+                // failed to persist. Fail-stop.
+                tracing::error!(%error, "store commit failed; the node stops");
+                for round in batch {
+                    for job in round.jobs {
+                        if let Some(reply) = job.reply {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                    }
+                }
+                return;
+            }
+        }
+        for round in batch {
+            for envelope in round.messages {
+                network.send(envelope);
+            }
+            for job in round.jobs {
+                if jobs.send(job).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Runs executions one at a time in release order.
+async fn execute_loop<E: Executor>(
+    executor: Arc<E>,
+    mut jobs: mpsc::UnboundedReceiver<Job<E>>,
+    commands: mpsc::UnboundedSender<Command<E>>,
+) {
+    let mut halted: Option<SyneviError> = None;
+    while let Some(job) = jobs.recv().await {
+        let t0 = job.execution.t0;
+        if let Some(error) = &halted {
+            if let Some(reply) = job.reply {
+                let _ = reply.send(Err(error.clone()));
+            }
+            continue;
+        }
+        let result: SyneviResult<E> = match decode::<E::Tx>(&job.execution.payload) {
+            Ok(transaction) => match executor.execute(transaction).await {
+                Ok(outcome) => Ok(outcome),
+                Err(error) => {
+                    // A system failure of this node's executor: skipping the transaction
+                    // would make this node diverge, so it stops executing.
+                    tracing::error!(?t0, %error, "executor failed; this node stops executing");
+                    let failure = SyneviError::ExecutorFailed {
+                        t0,
+                        reason: error.to_string(),
+                    };
+                    halted = Some(failure.clone());
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(failure));
+                    }
+                    continue;
+                }
+            },
+            // Every node decodes the same bytes the same way: the same error everywhere.
+            Err(error) => Err(error),
+        };
+        let result_hash = result_hash::<E>(&result);
+        if let Some(reply) = job.reply {
+            let _ = reply.send(result);
+        }
+        if commands.send(Command::Applied { t0, result_hash }).is_err() {
+            return;
+        }
+    }
+}
+
+/// BLAKE3 of a result's serialisation: what nodes compare to prove equal results.
+pub(crate) fn result_hash<E: Executor>(result: &SyneviResult<E>) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    match result {
+        Ok(outcome) => match postcard::to_allocvec(outcome) {
+            Ok(bytes) => hasher.update(b"ok").update(&bytes),
+            Err(error) => hasher
+                .update(b"unserialisable")
+                .update(error.to_string().as_bytes()),
+        },
+        Err(error) => hasher.update(b"error").update(error.to_string().as_bytes()),
+    };
+    *hasher.finalize().as_bytes()
+}
+
+/// Rebuilds in-memory executor state by executing the stored event log again, checking
+/// that every result is the one recorded.
+pub(crate) async fn replay_events<S: Store, E: Executor>(
+    store: &S,
+    executor: &E,
+) -> Result<(), SyneviError> {
+    const PAGE: usize = 1_024;
+    let mut after = 0;
+    loop {
+        let page = store.events_after(after, PAGE)?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.seq;
+        for event in page {
+            let result: SyneviResult<E> = match decode::<E::Tx>(&event.payload) {
+                Ok(transaction) => match executor.execute(transaction).await {
+                    Ok(outcome) => Ok(outcome),
+                    Err(error) => {
+                        return Err(SyneviError::ExecutorFailed {
+                            t0: event.t0,
+                            reason: format!("while replaying the event log: {error}"),
+                        })
+                    }
+                },
+                Err(error) => Err(error),
+            };
+            if result_hash::<E>(&result) != event.result_hash {
+                tracing::warn!(
+                    seq = event.seq,
+                    t0 = ?event.t0,
+                    "replayed event gave another result than recorded: is the executor deterministic?"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! [`Ready`]: what the core hands its driver after a step.
+//!
+//! The order of the fields is the order the driver must carry them out in: first make
+//! `persist` durable (one store commit for the whole batch: group commit), then send
+//! `messages`, hand `execute` to the executor in order, and deliver `replies`. Nothing in a
+//! `Ready` may leave the node before its `persist` is durable: the messages promise what the
+//! batch contains.
+
+use bytes::Bytes;
+use synevi_types::{Envelope, SyneviError, WriteBatch, T, T0};
+
+/// The effects of one or more steps of the core.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Must be durable before anything else in this `Ready` happens.
+    pub persist: WriteBatch,
+    /// To send once `persist` is durable.
+    pub messages: Vec<Envelope>,
+    /// Committed transactions to execute, in this order, once `persist` is durable. The core
+    /// counts them as executed from here on; the driver reports each back with
+    /// [`crate::Core::applied`] when the executor finished it.
+    pub execute: Vec<Execution>,
+    /// Clients to answer with an error (timeouts, invalidation). Successful answers are the
+    /// executor's results and come from `execute`.
+    pub replies: Vec<FailedReply>,
+}
+
+impl Ready {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.persist.is_empty()
+            && self.messages.is_empty()
+            && self.execute.is_empty()
+            && self.replies.is_empty()
+    }
+
+    /// Appends `later` to `self`; carrying out the result equals carrying out both in order.
+    pub fn absorb(&mut self, later: Ready) {
+        self.persist.absorb(later.persist);
+        self.messages.extend(later.messages);
+        self.execute.extend(later.execute);
+        self.replies.extend(later.replies);
+    }
+}
+
+/// A committed transaction whose dependencies have executed: the executor may run it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    /// The transaction.
+    pub t0: T0,
+    /// Its execution timestamp.
+    pub t: T,
+    /// The client's request id.
+    pub id: u128,
+    /// The application's encoding of the transaction.
+    pub payload: Bytes,
+}
+
+/// A client of this node whose transaction ended without a result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailedReply {
+    /// The client's transaction.
+    pub t0: T0,
+    /// Why it has no result.
+    pub error: SyneviError,
+}
+
+/// The driver's clock readings, passed into every step. The core reads no clock itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Now {
+    /// Wall clock in milliseconds since the Unix epoch; feeds the hybrid logical clock. May
+    /// step backwards.
+    pub wall_ms: u64,
+    /// Monotonic milliseconds since an arbitrary origin; drives timers. Never steps back.
+    pub monotonic_ms: u64,
+}

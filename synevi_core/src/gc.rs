@@ -1,0 +1,244 @@
+//! Garbage collection: releasing a transaction's protocol state once nobody needs it.
+//!
+//! A node forgets transaction `X` (deletes its record, drops it from the conflict index,
+//! remembers only its id) when all of these hold:
+//! 1. `X` is applied (or invalidated) here;
+//! 2. every member applied it. The home node of `X` (its original coordinator, `t0.serial`)
+//!    collects `Applied` acknowledgements, re-sends the decision to members that stay silent,
+//!    and announces "applied everywhere" in its periodic [`Forget`] message;
+//! 3. `t(X)` is below the cluster's decided floor `G`, the minimum over members of "every
+//!    transaction I know with a lower `t0` is decided here, and my clock is past it". Below
+//!    `G`, every transaction that could still be recovered is already chosen, so the
+//!    evidence `X` would give a recovery (`rejects_fast_path`, DESIGN §4 step 5) is no longer
+//!    needed. Forgetting `X` earlier could let a recovery propose `t0` for a transaction that
+//!    `X` proves never took the fast path.
+//!
+//! Forgotten ids are remembered so that late duplicates of old messages cannot resurrect a
+//! transaction. Each home node's floor ("everything I coordinated below this is applied
+//! everywhere") lets every node drop the remembered ids below it, so memory stays flat.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+use synevi_types::{Forget, Message, Serial, Status, Timestamp, T0};
+
+use crate::core::Core;
+use crate::quorum::Quorums;
+
+/// What a node tracks to decide when it may forget.
+#[derive(Debug, Default)]
+pub(crate) struct Gc {
+    /// Forgotten ids above their home's floor.
+    forgotten: BTreeSet<T0>,
+    /// Per home node: every transaction it coordinated below this is applied everywhere.
+    floors: BTreeMap<Serial, T0>,
+    /// Per member: its latest decided floor.
+    decided_floors: BTreeMap<Serial, Timestamp>,
+    /// Home node: members that acknowledged applying each of its own decided transactions.
+    home_acks: FxHashMap<T0, BTreeSet<Serial>>,
+    /// Held transactions known to be applied by every member.
+    applied_everywhere: BTreeSet<T0>,
+    /// Own transactions found applied everywhere since the last gossip.
+    newly_applied_everywhere: Vec<T0>,
+    next_gossip_ms: u64,
+}
+
+impl Gc {
+    pub fn restore(forgotten: &[T0], floors: &[(Serial, T0)]) -> Self {
+        Gc {
+            forgotten: forgotten.iter().copied().collect(),
+            floors: floors.iter().copied().collect(),
+            ..Gc::default()
+        }
+    }
+
+    /// Whether `t0` was forgotten here or lies below its home's floor: applied everywhere.
+    pub fn is_forgotten(&self, t0: T0) -> bool {
+        self.forgotten.contains(&t0) || self.floors.get(&t0.0.serial).is_some_and(|f| t0 < *f)
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        Some(self.next_gossip_ms)
+    }
+
+    /// Home node: starts collecting acknowledgements for its own decided transaction.
+    pub fn track_home(&mut self, t0: T0) {
+        if !self.applied_everywhere.contains(&t0) {
+            self.home_acks.entry(t0).or_default();
+        }
+    }
+
+    /// Home node: `from` applied `t0`.
+    pub fn home_applied(&mut self, t0: T0, from: Serial, quorums: &Quorums) {
+        let Some(acks) = self.home_acks.get_mut(&t0) else {
+            return;
+        };
+        acks.insert(from);
+        if quorums.members().all(|member| acks.contains(&member)) {
+            self.home_acks.remove(&t0);
+            self.applied_everywhere.insert(t0);
+            self.newly_applied_everywhere.push(t0);
+        }
+    }
+
+    /// Home node: members that have not acknowledged `t0`; `None` if not tracked.
+    pub fn home_missing(&self, t0: T0, quorums: &Quorums) -> Option<Vec<Serial>> {
+        let acks = self.home_acks.get(&t0)?;
+        Some(quorums.members().filter(|m| !acks.contains(m)).collect())
+    }
+
+    /// The cluster's decided floor `G`, once every member has reported one.
+    fn cluster_decided_floor(&self, quorums: &Quorums) -> Option<Timestamp> {
+        quorums
+            .members()
+            .map(|member| self.decided_floors.get(&member).copied())
+            .try_fold(Timestamp::MAX_SENTINEL, |low, floor| {
+                floor.map(|f| low.min(f))
+            })
+    }
+
+    /// How many forgotten ids are remembered (for the bounded-memory checks).
+    pub fn remembered(&self) -> usize {
+        self.forgotten.len() + self.home_acks.len() + self.applied_everywhere.len()
+    }
+}
+
+/// Extension: a timestamp above every real one, as the neutral element of `min`.
+trait MaxSentinel {
+    const MAX_SENTINEL: Self;
+}
+
+impl MaxSentinel for Timestamp {
+    const MAX_SENTINEL: Timestamp = Timestamp {
+        time: u64::MAX,
+        counter: u32::MAX,
+        serial: u16::MAX,
+    };
+}
+
+impl Core {
+    /// Periodic: gossip what this node knows is finished, then forget what may be forgotten.
+    pub(crate) fn gc_tick(&mut self) {
+        let now = self.now_ms();
+        if now < self.gc.next_gossip_ms {
+            return;
+        }
+        self.gc.next_gossip_ms = now + self.config.retransmit_interval_ms / 2 + 1;
+        let high = self.clock.high();
+        let mut own_floor = T0(high);
+        let mut decided_floor = high;
+        for (t0, state) in &self.txs {
+            if t0.0.serial == self.serial && !self.gc.applied_everywhere.contains(t0) {
+                own_floor = own_floor.min(*t0);
+            }
+            if !state.record.status.is_decided() {
+                decided_floor = decided_floor.min(t0.0);
+            }
+        }
+        self.gc.decided_floors.insert(self.serial, decided_floor);
+        self.raise_floor(self.serial, own_floor);
+        let t0s = std::mem::take(&mut self.gc.newly_applied_everywhere);
+        let others: Vec<Serial> = self
+            .quorums
+            .members()
+            .filter(|member| *member != self.serial)
+            .collect();
+        self.send_to(
+            &others,
+            Message::Forget(Forget {
+                floor: own_floor,
+                t0s,
+                decided_floor,
+            }),
+        );
+        self.forget_what_may_be_forgotten();
+        self.track_missing_dependencies();
+    }
+
+    pub(crate) fn on_forget(&mut self, from: Serial, message: Forget) {
+        let previous = self
+            .gc
+            .decided_floors
+            .get(&from)
+            .copied()
+            .unwrap_or_default();
+        self.gc
+            .decided_floors
+            .insert(from, previous.max(message.decided_floor));
+        for t0 in message.t0s {
+            if t0.0.serial == from && self.txs.contains_key(&t0) {
+                self.gc.applied_everywhere.insert(t0);
+            }
+        }
+        self.raise_floor(from, message.floor);
+    }
+
+    /// `home`'s transactions below `floor` are applied everywhere.
+    fn raise_floor(&mut self, home: Serial, floor: T0) {
+        let current = self.gc.floors.get(&home).copied();
+        if current.is_some_and(|current| current >= floor) {
+            return;
+        }
+        self.gc.floors.insert(home, floor);
+        self.gc
+            .forgotten
+            .retain(|t0| t0.0.serial != home || *t0 >= floor);
+        self.persist_floor(home, floor);
+        let below: Vec<T0> = self
+            .txs
+            .keys()
+            .filter(|t0| t0.0.serial == home && **t0 < floor)
+            .copied()
+            .collect();
+        for t0 in below {
+            self.gc.applied_everywhere.insert(t0);
+        }
+    }
+
+    fn forget_what_may_be_forgotten(&mut self) {
+        let cluster_floor = self.gc.cluster_decided_floor(&self.quorums);
+        let candidates: Vec<T0> = self.gc.applied_everywhere.iter().copied().collect();
+        for t0 in candidates {
+            let Some(state) = self.txs.get(&t0) else {
+                self.gc.applied_everywhere.remove(&t0);
+                continue;
+            };
+            let may_forget = match state.record.status {
+                // Invalidated transactions are in nobody's evidence.
+                Status::Invalidated => true,
+                Status::Applied => cluster_floor.is_some_and(|g| state.record.t.0 < g),
+                // Applied everywhere but not here yet: impossible unless acknowledgements
+                // lie; keep it.
+                _ => {
+                    debug_assert!(
+                        false,
+                        "{t0:?} applied everywhere but {:?} here",
+                        state.record.status
+                    );
+                    false
+                }
+            };
+            if may_forget {
+                self.forget(t0);
+            }
+        }
+    }
+
+    fn forget(&mut self, t0: T0) {
+        let Some(state) = self.txs.remove(&t0) else {
+            return;
+        };
+        if let Some(keys) = state.keys() {
+            self.conflicts.remove(t0, keys);
+        }
+        debug_assert!(!self.execution.is_pending(t0));
+        self.gc.applied_everywhere.remove(&t0);
+        self.gc.home_acks.remove(&t0);
+        let below_floor = self.gc.floors.get(&t0.0.serial).is_some_and(|f| t0 < *f);
+        if !below_floor {
+            self.gc.forgotten.insert(t0);
+        }
+        self.persist_forget(t0);
+        self.stats.forgotten += 1;
+    }
+}

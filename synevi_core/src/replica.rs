@@ -1,0 +1,383 @@
+//! The replica side: how a node answers coordinators. One handler per message, named
+//! `on_<message>`; each keeps the replica's promises (ballots, statuses only move up).
+
+use synevi_types::{
+    Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Ballot, BeginRecovery, Commit,
+    CommitInvalidate, Deps, Inquire, Message, Nack, PreAccept, PreAcceptOk, RecoverOk, Serial,
+    Status, SyneviError, TxBody, T, T0,
+};
+
+use crate::core::{Core, Timer, TxState};
+
+impl Core {
+    /// Makes sure the replica holds a state for `t0`, learning `body` if it is new. Returns
+    /// false for a transaction that was forgotten (applied everywhere): messages about it
+    /// are late duplicates and must not resurrect it.
+    pub(crate) fn ensure_state(&mut self, t0: T0, body: Option<&TxBody>) -> bool {
+        if !self.txs.contains_key(&t0) {
+            if self.gc.is_forgotten(t0) {
+                return false;
+            }
+            self.txs.insert(
+                t0,
+                TxState {
+                    record: Core::blank_record(t0, None),
+                    executed: false,
+                    inquired: false,
+                },
+            );
+            let due = self.now_ms() + self.config.recovery_timeout_ms;
+            self.set_timer(due, t0, Timer::Progress);
+        }
+        if let Some(body) = body {
+            let Some(state) = self.txs.get_mut(&t0) else {
+                return false;
+            };
+            if state.record.body.is_none() {
+                state.record.body = Some(body.clone());
+                if state.record.status != Status::Invalidated {
+                    self.conflicts.insert(t0, &body.keys);
+                }
+                self.mark_dirty(t0);
+            }
+        }
+        true
+    }
+
+    /// Pre-accepts a transaction the replica holds with a body (Accord, PreAccept): `t = t0`
+    /// if nothing conflicting was witnessed at or above `t0`, else just above the highest
+    /// conflicting timestamp; deps are the conflicting transactions with a lower `t0`.
+    fn pre_accept_locally(&mut self, t0: T0) -> Option<(T, Deps)> {
+        let keys = self.txs.get(&t0)?.keys()?.clone();
+        let max = self.conflicts.max_conflicting(&keys);
+        let t = if t0.0 > max {
+            t0.as_t()
+        } else {
+            T(max.successor(self.serial))
+        };
+        let deps = self.conflicts.deps(&keys, t0.0, t0);
+        // Later conflicting transactions must be ordered after this one, and this node's
+        // clock must never issue `t` as a `t0` of its own.
+        self.conflicts.witness(&keys, t.0);
+        self.clock.witness(t.0);
+        let state = self.txs.get_mut(&t0)?;
+        debug_assert!(state.record.status <= Status::PreAccepted);
+        state.record.status = Status::PreAccepted;
+        state.record.t = t;
+        state.record.deps = deps.clone();
+        self.mark_dirty(t0);
+        Some((t, deps))
+    }
+
+    pub(crate) fn on_pre_accept(&mut self, from: Serial, message: PreAccept) {
+        let t0 = message.t0;
+        self.clock.witness(t0.0);
+        if let Some(state) = self.txs.get(&t0) {
+            let record = &state.record;
+            if record.promised > Ballot::ZERO {
+                // A recovery coordinator took over; the original one must stand down.
+                let promised = record.promised;
+                self.send(from, Message::Nack(Nack { t0, promised }));
+                return;
+            }
+            if record.status == Status::PreAccepted {
+                // A retransmission: answer what was answered before.
+                let reply = PreAcceptOk {
+                    t0,
+                    t: record.t,
+                    deps: record.deps.clone(),
+                };
+                self.send(from, Message::PreAcceptOk(reply));
+                return;
+            }
+            if record.status != Status::Promised {
+                // Already accepted or decided here: the coordinator has moved past PreAccept.
+                return;
+            }
+        }
+        if !self.ensure_state(t0, Some(&message.body)) {
+            return;
+        }
+        if let Some((t, deps)) = self.pre_accept_locally(t0) {
+            self.send(from, Message::PreAcceptOk(PreAcceptOk { t0, t, deps }));
+        }
+    }
+
+    pub(crate) fn on_accept(&mut self, from: Serial, message: Accept) {
+        let t0 = message.t0;
+        self.clock.witness(t0.0);
+        self.clock.witness(message.t.0);
+        assert!(
+            message.t >= t0,
+            "Accept proposes t {:?} below {t0:?}",
+            message.t
+        );
+        if !self.ensure_state(t0, Some(&message.body)) {
+            return;
+        }
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        if message.ballot < state.record.promised {
+            let promised = state.record.promised;
+            self.send(from, Message::Nack(Nack { t0, promised }));
+            return;
+        }
+        if state.record.status.is_decided() {
+            // Tell the coordinator the decision instead of accepting again.
+            self.send_decision(from, t0);
+            return;
+        }
+        state.record.promised = message.ballot;
+        state.record.accepted = message.ballot;
+        state.record.status = Status::Accepted;
+        state.record.t = message.t;
+        // Keep the proposed deps: recovery reads them as "what this transaction witnessed".
+        state.record.deps = message.deps;
+        let keys = message.body.keys;
+        self.conflicts.witness(&keys, message.t.0);
+        self.mark_dirty(t0);
+        let deps = self.conflicts.deps(&keys, message.t.0, t0);
+        let reply = AcceptOk {
+            t0,
+            ballot: message.ballot,
+            deps,
+        };
+        self.send(from, Message::AcceptOk(reply));
+    }
+
+    pub(crate) fn on_commit(&mut self, _from: Serial, message: Commit) {
+        let t0 = message.t0;
+        self.clock.witness(t0.0);
+        self.clock.witness(message.t.0);
+        assert!(
+            message.t >= t0,
+            "Commit with t {:?} below {t0:?}",
+            message.t
+        );
+        if !self.ensure_state(t0, Some(&message.body)) {
+            return;
+        }
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        match state.record.status {
+            Status::Committed | Status::Applied => {
+                // Agreement (DESIGN §6.1): a transaction commits with one t only.
+                assert_eq!(
+                    state.record.t, message.t,
+                    "agreement violated: {t0:?} committed at two timestamps"
+                );
+                if state.record.status == Status::Applied {
+                    // The home node is still missing our acknowledgement.
+                    self.queue_applied_ack(t0);
+                }
+                return;
+            }
+            Status::Invalidated => {
+                panic!("agreement violated: {t0:?} committed after it was invalidated")
+            }
+            _ => {}
+        }
+        state.record.status = Status::Committed;
+        state.record.t = message.t;
+        state.record.deps = message.deps.clone();
+        self.conflicts.witness(&message.body.keys, message.t.0);
+        self.mark_dirty(t0);
+        self.on_decided(t0);
+        self.add_to_execution(t0, message.t, &message.deps);
+        self.drain_executions();
+    }
+
+    pub(crate) fn on_commit_invalidate(&mut self, _from: Serial, message: CommitInvalidate) {
+        let t0 = message.t0;
+        if !self.ensure_state(t0, None) {
+            return;
+        }
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        match state.record.status {
+            Status::Invalidated => return,
+            Status::Committed | Status::Applied => {
+                panic!("agreement violated: {t0:?} invalidated after it was committed")
+            }
+            _ => {}
+        }
+        state.record.status = Status::Invalidated;
+        state.executed = true;
+        if let Some(keys) = state.keys().cloned() {
+            self.conflicts.remove(t0, &keys);
+        }
+        self.mark_dirty(t0);
+        self.on_decided(t0);
+        self.execution.done(t0);
+        self.drain_executions();
+        self.fail_client(t0, SyneviError::Invalidated { t0 });
+        // Invalidated counts as applied: nothing is left to do for it here.
+        self.queue_applied_ack(t0);
+    }
+
+    /// Recovery, phase 1 (Accord, Recover): promise the ballot, pre-accept if this replica
+    /// never saw the transaction, and report its state plus the evidence the recovery
+    /// coordinator needs to tell whether the fast path may have been taken.
+    pub(crate) fn on_begin_recovery(&mut self, from: Serial, message: BeginRecovery) {
+        let t0 = message.t0;
+        self.clock.witness(t0.0);
+        if !self.ensure_state(t0, message.body.as_ref()) {
+            return;
+        }
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        // Equal ballots are the same coordinator asking again.
+        if message.ballot < state.record.promised {
+            let promised = state.record.promised;
+            self.send(from, Message::Nack(Nack { t0, promised }));
+            return;
+        }
+        let promise_raised = message.ballot > state.record.promised;
+        if promise_raised {
+            state.record.promised = message.ballot;
+        }
+        let never_pre_accepted = state.record.status == Status::Promised;
+        let has_body = state.record.body.is_some();
+        if promise_raised {
+            self.mark_dirty(t0);
+        }
+        if never_pre_accepted && has_body {
+            self.pre_accept_locally(t0);
+        }
+        let reply = self.recover_ok(t0, message.ballot);
+        if let Some(reply) = reply {
+            self.send(from, Message::RecoverOk(reply));
+        }
+    }
+
+    /// This replica's answer to a recovery of `t0` at `ballot`.
+    fn recover_ok(&self, t0: T0, ballot: Ballot) -> Option<RecoverOk> {
+        let state = self.txs.get(&t0)?;
+        let record = &state.record;
+        let mut reply = RecoverOk {
+            t0,
+            ballot,
+            status: record.status,
+            accepted: record.accepted,
+            t: record.t,
+            deps: record.deps.clone(),
+            body: record.body.clone(),
+            rejects_fast_path: false,
+            earlier_committed_witness: Deps::new(),
+            earlier_accepted_no_witness: Deps::new(),
+        };
+        let Some(keys) = state.keys() else {
+            return Some(reply);
+        };
+        if record.status == Status::PreAccepted {
+            // A fresher (larger) answer than the stored one; both are sound.
+            reply.deps = self.conflicts.deps(keys, t0.0, t0);
+        }
+        if record.status.is_decided() {
+            return Some(reply);
+        }
+        let mut committed_witness = Vec::new();
+        let mut accepted_no_witness = Vec::new();
+        for other in self.conflicts.conflicting(keys, t0) {
+            let Some(other_state) = self.txs.get(&other) else {
+                continue;
+            };
+            let other_record = &other_state.record;
+            let witnessed = other_record.deps.contains(&t0);
+            let committed = matches!(other_record.status, Status::Committed | Status::Applied);
+            let accepted = other_record.status == Status::Accepted;
+            if other > t0 {
+                // (a) A later transaction accepted or committed without this one in its deps:
+                // had this one taken the fast path, every later conflicting transaction's
+                // deps quorum would have seen it. Protects against committing at t0 what
+                // others already ordered before.
+                if (accepted || committed) && !witnessed {
+                    reply.rejects_fast_path = true;
+                }
+            } else {
+                if committed && other_record.t > t0 && !witnessed {
+                    // (a) Also: committed to execute after t0 without waiting for this one.
+                    reply.rejects_fast_path = true;
+                }
+                if committed && witnessed {
+                    committed_witness.push(other);
+                }
+                // (b) Earlier, accepted above t0, not witnessing this one, not committed:
+                // if it commits that way, t0 would be wrong; wait for it to decide.
+                if accepted && !witnessed && other_record.t > t0 {
+                    accepted_no_witness.push(other);
+                }
+            }
+        }
+        reply.earlier_committed_witness = Deps::from_unsorted(committed_witness);
+        reply.earlier_accepted_no_witness = Deps::from_unsorted(accepted_no_witness);
+        Some(reply)
+    }
+
+    pub(crate) fn on_accept_invalidate(&mut self, from: Serial, message: AcceptInvalidate) {
+        let t0 = message.t0;
+        if !self.ensure_state(t0, None) {
+            return;
+        }
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        if message.ballot < state.record.promised {
+            let promised = state.record.promised;
+            self.send(from, Message::Nack(Nack { t0, promised }));
+            return;
+        }
+        if state.record.status.is_decided() {
+            self.send_decision(from, t0);
+            return;
+        }
+        state.record.promised = message.ballot;
+        state.record.accepted = message.ballot;
+        state.record.status = Status::AcceptedInvalidate;
+        self.mark_dirty(t0);
+        let reply = AcceptInvalidateOk {
+            t0,
+            ballot: message.ballot,
+        };
+        self.send(from, Message::AcceptInvalidateOk(reply));
+    }
+
+    /// Catch-up: answers with the decision for every asked transaction decided here.
+    pub(crate) fn on_inquire(&mut self, from: Serial, message: Inquire) {
+        for t0 in message.t0s {
+            if self
+                .txs
+                .get(&t0)
+                .is_some_and(|s| s.record.status.is_decided())
+            {
+                self.send_decision(from, t0);
+            }
+        }
+    }
+
+    /// Sends `to` the decision this replica holds for `t0` (commit or invalidation).
+    pub(crate) fn send_decision(&mut self, to: Serial, t0: T0) {
+        let Some(state) = self.txs.get(&t0) else {
+            return;
+        };
+        let record = &state.record;
+        let message = match record.status {
+            Status::Invalidated => Message::CommitInvalidate(CommitInvalidate { t0 }),
+            Status::Committed | Status::Applied => match &record.body {
+                Some(body) => Message::Commit(Commit {
+                    t0,
+                    t: record.t,
+                    deps: record.deps.clone(),
+                    body: body.clone(),
+                }),
+                None => return,
+            },
+            _ => return,
+        };
+        self.send(to, message);
+    }
+}

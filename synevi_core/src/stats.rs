@@ -1,0 +1,32 @@
+//! [`Stats`]: counters a node exposes (for tests, metrics and benchmarks).
+
+/// Counters of what a node has done since it started. Monotonic unless said otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Transactions submitted to this node.
+    pub submitted: u64,
+    /// Transactions this node coordinated to commit on the fast path (one round trip).
+    pub fast_path_commits: u64,
+    /// Transactions this node coordinated to commit on the slow path (Accept round).
+    pub slow_path_commits: u64,
+    /// Recoveries this node started.
+    pub recoveries_started: u64,
+    /// Recoveries this node finished with a commit.
+    pub recovery_commits: u64,
+    /// Transactions this node's recoveries invalidated.
+    pub recovery_invalidations: u64,
+    /// Transactions this node executed.
+    pub executed: u64,
+    /// Transactions whose protocol state this node released after every member applied them.
+    pub forgotten: u64,
+    /// Protocol messages this node sent.
+    pub messages_sent: u64,
+    /// Protocol messages this node received.
+    pub messages_received: u64,
+    /// Catch-up inquiries this node sent for dependencies it waited on.
+    pub inquiries_sent: u64,
+    /// Current: transactions whose protocol state this node holds.
+    pub transactions_held: u64,
+    /// Current: committed transactions waiting to execute.
+    pub pending_execution: u64,
+}
