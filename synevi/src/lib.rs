@@ -15,69 +15,9 @@
 //! - [`persistence`]: [`persistence::MemStore`] and [`persistence::LmdbStore`];
 //! - [`types`]: everything else from `synevi_types` (timestamps, messages, records).
 //!
-//! ```
-//! use synevi::{Executor, Keys, Node, SyneviError, SyneviResult, Transaction, Ulid};
-//! use synevi::network::LocalHub;
-//! use synevi::persistence::MemStore;
-//!
-//! /// "Add `amount` to `account`": the application's event.
-//! #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-//! struct Deposit { account: String, amount: u64 }
-//!
-//! impl Transaction for Deposit {
-//!     type TxOk = u64; // the new balance
-//!     type TxErr = ();
-//!     fn as_bytes(&self) -> Vec<u8> {
-//!         postcard::to_allocvec(self).expect("a Deposit always serialises")
-//!     }
-//!     fn from_bytes(bytes: Vec<u8>) -> Result<Self, SyneviError> {
-//!         postcard::from_bytes(&bytes).map_err(|e| SyneviError::Decode {
-//!             what: "Deposit",
-//!             reason: e.to_string(),
-//!         })
-//!     }
-//!     fn keys(&self) -> Keys {
-//!         Keys::single(self.account.as_str()) // deposits to other accounts never wait
-//!     }
-//! }
-//!
-//! #[derive(Default)]
-//! struct Bank { balances: std::sync::Mutex<std::collections::HashMap<String, u64>> }
-//!
-//! #[synevi::async_trait]
-//! impl Executor for Bank {
-//!     type Tx = Deposit;
-//!     async fn execute(&self, deposit: Deposit) -> SyneviResult<Self> {
-//!         let mut balances = self.balances.lock().expect("not poisoned");
-//!         let balance = balances.entry(deposit.account).or_default();
-//!         *balance += deposit.amount;
-//!         Ok(Ok(*balance))
-//!     }
-//! }
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), SyneviError> {
-//! // Three nodes in one process; with `GrpcNetwork` and `LmdbStore` they are processes on
-//! // different hosts instead.
-//! let hub = LocalHub::new();
-//! let ids: Vec<Ulid> = (0..3).map(|_| Ulid::new()).collect();
-//! let mut nodes = Vec::new();
-//! for serial in 1..=3u16 {
-//!     let id = ids[usize::from(serial - 1)];
-//!     let node = Node::new(id, serial, hub.network(serial), Bank::default(), MemStore::new(serial)?).await?;
-//!     for peer in (1..=3u16).filter(|peer| *peer != serial) {
-//!         node.add_member(ids[usize::from(peer - 1)], peer, format!("local:{peer}"), true).await?;
-//!     }
-//!     nodes.push(node);
-//! }
-//! let deposit = Deposit { account: "alice".into(), amount: 5 };
-//! let balance = nodes[2].transaction(1, deposit).await?;
-//! assert_eq!(balance, Ok(5));
-//! # for node in nodes { node.shutdown().await; }
-//! # Ok(())
-//! # }
-//! ```
+//! The README's embedding example runs as this crate's doc-test (below).
 #![deny(missing_docs)]
+#![doc = include_str!("../../README.md")]
 
 pub use async_trait::async_trait;
 pub use synevi_core::{Config, Node, NodeStatus, Stats};
