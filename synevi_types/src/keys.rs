@@ -114,9 +114,29 @@ impl fmt::Debug for Keys {
 }
 
 /// The dependencies of a transaction: the `t0`s of the conflicting transactions it may have
-/// to execute after. Kept sorted and free of duplicates.
+/// to execute after. Kept sorted and free of duplicates; decoding refuses anything else.
 #[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<T0>", into = "Vec<T0>")]
 pub struct Deps(Vec<T0>);
+
+impl TryFrom<Vec<T0>> for Deps {
+    type Error = String;
+
+    /// Accepts only strictly ascending lists: what [`Deps`] always holds.
+    fn try_from(t0s: Vec<T0>) -> Result<Self, Self::Error> {
+        if t0s.windows(2).all(|pair| pair[0] < pair[1]) {
+            Ok(Deps(t0s))
+        } else {
+            Err("deps must be strictly ascending".to_string())
+        }
+    }
+}
+
+impl From<Deps> for Vec<T0> {
+    fn from(deps: Deps) -> Self {
+        deps.0
+    }
+}
 
 impl Deps {
     /// No dependencies.
@@ -216,6 +236,13 @@ mod tests {
 
     fn t0(n: u64) -> T0 {
         T0(Timestamp::new(n, 0, 1))
+    }
+
+    #[test]
+    fn decoding_refuses_unsorted_deps() {
+        assert!(Deps::try_from(vec![t0(1), t0(2)]).is_ok());
+        assert!(Deps::try_from(vec![t0(2), t0(1)]).is_err());
+        assert!(Deps::try_from(vec![t0(1), t0(1)]).is_err());
     }
 
     #[test]
