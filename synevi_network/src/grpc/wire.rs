@@ -285,9 +285,9 @@ fn deps_to(deps: &Deps) -> Vec<proto::Timestamp> {
 }
 
 fn deps_from(deps: Vec<proto::Timestamp>, field: &str) -> Result<Deps, SyneviError> {
-    // `Deps` keeps its list sorted and unique; a sender's list already is, and a list that
-    // is not is normalised rather than refused: the set it names is what counts.
-    t0s_from(deps, field).map(Deps::from_unsorted)
+    // Senders encode `Deps` as it is held: strictly ascending. Anything else comes from a
+    // broken sender and is refused, as `Deps`' own decoding does, rather than repaired.
+    Deps::try_from(t0s_from(deps, field)?).map_err(|reason| malformed(field, &reason))
 }
 
 fn ballot_to(ballot: Ballot) -> proto::Ballot {

@@ -145,6 +145,27 @@ fn out_of_range_values_are_decode_errors() {
 }
 
 #[test]
+fn unsorted_or_duplicated_deps_are_decode_errors() {
+    let t0 = |time| proto::Timestamp {
+        time,
+        counter: 0,
+        serial: 1,
+    };
+    let pre_accept_ok = |deps| proto::Envelope {
+        from: 1,
+        to: 2,
+        message: Some(proto::envelope::Message::PreAcceptOk(proto::PreAcceptOk {
+            t0: Some(t0(9)),
+            t: Some(t0(9)),
+            deps,
+        })),
+    };
+    assert!(envelope_from_proto(pre_accept_ok(vec![t0(1), t0(2)])).is_ok());
+    assert!(decode_error(pre_accept_ok(vec![t0(2), t0(1)])).contains("PreAcceptOk.deps"));
+    assert!(decode_error(pre_accept_ok(vec![t0(1), t0(1)])).contains("ascending"));
+}
+
+#[test]
 fn undecodable_bytes_are_decode_errors() {
     // A length prefix that runs past the end of the input.
     assert!(matches!(
