@@ -537,6 +537,19 @@ impl Core {
         }
     }
 
+    /// How many transactions this node holds protocol state for (0 once everything it knew
+    /// was applied everywhere and forgotten).
+    pub fn held_transactions(&self) -> usize {
+        self.txs.len()
+    }
+
+    /// The transactions this node holds protocol state for, ascending (for diagnostics).
+    pub fn held_transaction_ids(&self) -> Vec<T0> {
+        let mut held: Vec<T0> = self.txs.keys().copied().collect();
+        held.sort_unstable();
+        held
+    }
+
     /// How many entries the core's per-transaction structures hold; flat once warm if
     /// garbage collection works (checked by the simulator).
     pub fn state_size(&self) -> usize {

@@ -124,9 +124,13 @@ impl Core {
             return;
         }
         self.gc.next_gossip_ms = now + self.config.retransmit_interval_ms / 2 + 1;
-        let high = self.clock.high();
-        let mut own_floor = T0(high);
-        let mut decided_floor = high;
+        // Nothing this node's clock issues from now on is below `issue_floor`. The clock
+        // witnesses the wall-clock reading first: a wall clock that later steps back must not
+        // make it issue a `t0` below a floor already announced (found by the simulator).
+        self.clock.witness(Timestamp::new(self.now.wall_ms, 0, 0));
+        let issue_floor = self.clock.high().successor(0);
+        let mut own_floor = T0(issue_floor);
+        let mut decided_floor = issue_floor;
         for (t0, state) in &self.txs {
             if t0.0.serial == self.serial && !self.gc.applied_everywhere.contains(t0) {
                 own_floor = own_floor.min(*t0);

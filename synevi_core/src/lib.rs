@@ -73,13 +73,16 @@ mod driver;
 mod effects;
 mod execution;
 mod gc;
+mod outcome;
 mod quorum;
 mod replica;
+pub mod sim;
 mod stats;
 
 pub use crate::config::Config;
 pub use crate::core::Core;
 pub use crate::driver::{Node, NodeStatus};
 pub use crate::effects::{Execution, FailedReply, Now, Ready};
+pub use crate::outcome::result_hash;
 pub use crate::quorum::Quorums;
 pub use crate::stats::Stats;

@@ -156,6 +156,8 @@ impl Core {
             message.t
         );
         if !self.ensure_state(t0, Some(&message.body)) {
+            // Forgotten: applied here (and everywhere). A home node that restarted asks again.
+            self.queue_applied_ack(t0);
             return;
         }
         let Some(state) = self.txs.get_mut(&t0) else {
@@ -192,13 +194,18 @@ impl Core {
     pub(crate) fn on_commit_invalidate(&mut self, _from: Serial, message: CommitInvalidate) {
         let t0 = message.t0;
         if !self.ensure_state(t0, None) {
+            self.queue_applied_ack(t0);
             return;
         }
         let Some(state) = self.txs.get_mut(&t0) else {
             return;
         };
         match state.record.status {
-            Status::Invalidated => return,
+            Status::Invalidated => {
+                // The home node is still missing our acknowledgement.
+                self.queue_applied_ack(t0);
+                return;
+            }
             Status::Committed | Status::Applied => {
                 panic!("agreement violated: {t0:?} invalidated after it was committed")
             }

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::clock::DriverClock;
 use super::node::{decode, NodeStatus};
+use crate::outcome::result_hash;
 use crate::{Config, Core, Execution};
 
 /// Most rounds the persister folds into one store commit.
@@ -315,21 +316,6 @@ async fn execute_loop<E: Executor>(
             return;
         }
     }
-}
-
-/// BLAKE3 of a result's serialisation: what nodes compare to prove equal results.
-pub(crate) fn result_hash<E: Executor>(result: &SyneviResult<E>) -> [u8; 32] {
-    let mut hasher = blake3::Hasher::new();
-    match result {
-        Ok(outcome) => match postcard::to_allocvec(outcome) {
-            Ok(bytes) => hasher.update(b"ok").update(&bytes),
-            Err(error) => hasher
-                .update(b"unserialisable")
-                .update(error.to_string().as_bytes()),
-        },
-        Err(error) => hasher.update(b"error").update(error.to_string().as_bytes()),
-    };
-    *hasher.finalize().as_bytes()
 }
 
 /// Rebuilds in-memory executor state by executing the stored event log again, checking
