@@ -126,6 +126,11 @@ impl OnlineChecker {
         self.order.remove(&node);
     }
 
+    /// Whether a transaction was invalidated.
+    pub fn invalidated(&self, t0: T0) -> bool {
+        self.decided.get(&t0) == Some(&Decision::Invalidated)
+    }
+
     /// The decided `t` of a committed transaction.
     pub fn committed_t(&self, t0: T0) -> Option<T> {
         match self.decided.get(&t0) {

@@ -433,10 +433,8 @@ impl<E: Executor> Simulation<E> {
     }
 
     fn run_inner(&mut self) -> Result<SimReport, Violation> {
+        self.boot_nodes()?;
         let serials: Vec<Serial> = self.nodes.keys().copied().collect();
-        for &serial in &serials {
-            self.start_node(serial)?;
-        }
         for client in 0..self.config.transactions {
             let at = self.rng_load.below(self.config.load_ms.max(1));
             let node = *self.rng_load.pick(&serials).unwrap_or(&1);
@@ -452,17 +450,41 @@ impl<E: Executor> Simulation<E> {
             self.schedule(first, SimEvent::Fault);
         }
         self.schedule(self.config.chaos_ms, SimEvent::Heal);
-        self.schedule(1_000, SimEvent::Sample);
         let deadline = self.config.chaos_ms + self.config.settle_ms_max;
-        while let Some(Reverse((time, sequence))) = self.queue.pop() {
+        self.process_until(deadline, |sim| sim.healed && sim.settled())?;
+        if !self.settled() {
+            return Err(self.stuck());
+        }
+        self.report.virtual_ms = self.time;
+        self.finish()
+    }
+
+    fn boot_nodes(&mut self) -> Result<(), Violation> {
+        let serials: Vec<Serial> = self.nodes.keys().copied().collect();
+        for &serial in &serials {
+            self.start_node(serial)?;
+        }
+        self.schedule(1_000, SimEvent::Sample);
+        Ok(())
+    }
+
+    /// Processes events in time order until `done` holds or virtual time passes `deadline`.
+    fn process_until(
+        &mut self,
+        deadline: u64,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<(), Violation> {
+        while let Some(&Reverse((time, sequence))) = self.queue.peek() {
+            if time > deadline {
+                self.time = deadline;
+                return Ok(());
+            }
+            self.queue.pop();
             let Some(event) = self.events.remove(&sequence) else {
                 continue;
             };
             debug_assert!(time >= self.time, "virtual time went back");
             self.time = time;
-            if self.time > deadline {
-                return Err(self.stuck());
-            }
             // A panic inside a core is a bug like any violated invariant: report it with the
             // seed and the trace instead of unwinding through the test.
             let handled =
@@ -482,12 +504,120 @@ impl<E: Executor> Simulation<E> {
                     });
                 }
             }
-            if self.healed && self.settled() {
-                break;
+            if done(self) {
+                return Ok(());
             }
         }
-        self.report.virtual_ms = self.time;
-        self.finish()
+        Ok(())
+    }
+
+    // ----- scripting: scenario tests drive the cluster step by step -----
+
+    /// Starts every node, with no generated load and no random faults (`config.transactions`
+    /// and `config.faults` are ignored): the scenario drives the cluster with the methods
+    /// below and ends with [`Simulation::settle`].
+    pub fn boot(&mut self) -> Result<(), SimFailure> {
+        self.boot_nodes()
+            .map_err(|violation| self.failure(violation))
+    }
+
+    /// Submits `transaction` to `node` now. Returns its `t0`, or `None` if the node is down.
+    pub fn submit(&mut self, node: Serial, transaction: E::Tx) -> Option<T0> {
+        let client = self.clients.len();
+        match self.submit_transaction(node, client, transaction) {
+            Ok(t0) => t0,
+            Err(_) => None,
+        }
+    }
+
+    /// Runs until `done` holds, or `limit_ms` of virtual time passed. Returns whether `done`
+    /// held.
+    pub fn run_until(
+        &mut self,
+        limit_ms: u64,
+        done: impl Fn(&Self) -> bool,
+    ) -> Result<bool, SimFailure> {
+        let deadline = self.time + limit_ms;
+        self.process_until(deadline, &done)
+            .map_err(|violation| self.failure(violation))?;
+        Ok(done(self))
+    }
+
+    /// Runs `ms` of virtual time.
+    pub fn run_for(&mut self, ms: u64) -> Result<(), SimFailure> {
+        self.run_until(ms, |_| false).map(|_| ())
+    }
+
+    /// How many messages of `kind` (e.g. `"PreAccept"`) about `t0` were delivered so far.
+    pub fn delivered(&self, kind: &str, t0: T0) -> usize {
+        self.trace
+            .iter()
+            .filter(|line| {
+                line.what.starts_with(kind) && line.what[kind.len()..].starts_with(" from")
+            })
+            .filter(|line| line.t0s.contains(&t0))
+            .count()
+    }
+
+    /// The `t` a transaction was committed with, once any node persisted the commit.
+    pub fn committed_t(&self, t0: T0) -> Option<synevi_types::T> {
+        self.checker.committed_t(t0)
+    }
+
+    /// Whether any node persisted the invalidation of `t0`.
+    pub fn invalidated(&self, t0: T0) -> bool {
+        self.checker.invalidated(t0)
+    }
+
+    /// Crashes `node` now: whatever it had not persisted is lost.
+    pub fn crash_node(&mut self, node: Serial) {
+        self.crash(node);
+    }
+
+    /// Restarts a crashed `node` from its store.
+    pub fn restart_node(&mut self, node: Serial) -> Result<(), SimFailure> {
+        let result = if self.nodes.get(&node).is_some_and(|n| n.core.is_none()) {
+            self.start_node(node)
+        } else {
+            Ok(())
+        };
+        result.map_err(|violation| self.failure(violation))
+    }
+
+    /// Cuts every link between `nodes` and the others, both ways.
+    pub fn isolate(&mut self, nodes: &[Serial]) {
+        let serials: Vec<Serial> = self.nodes.keys().copied().collect();
+        for &inside in nodes {
+            for &outside in serials.iter().filter(|s| !nodes.contains(s)) {
+                self.cut.insert((inside, outside));
+                self.cut.insert((outside, inside));
+            }
+        }
+        self.record(0, format!("isolate {nodes:?}"), vec![]);
+    }
+
+    /// Cuts the given directed links `(from, to)`.
+    pub fn isolate_links(&mut self, links: &[(Serial, Serial)]) {
+        for &(from, to) in links {
+            self.cut.insert((from, to));
+        }
+        self.record(0, format!("cut {links:?}"), vec![]);
+    }
+
+    /// Heals every link, restarts every crashed node, waits for the cluster to settle and
+    /// runs every final check.
+    pub fn settle(&mut self) -> Result<SimReport, SimFailure> {
+        let outcome = (|| {
+            self.on_heal()?;
+            let deadline = self.time + self.config.settle_ms_max;
+            self.process_until(deadline, |sim| sim.settled())?;
+            if !self.settled() {
+                return Err(self.stuck());
+            }
+            self.report.virtual_ms = self.time;
+            self.finish()
+        })();
+        outcome.map_err(|violation| self.failure(violation))
     }
 
     fn schedule(&mut self, at: u64, event: SimEvent) {
@@ -605,9 +735,19 @@ impl<E: Executor> Simulation<E> {
 
     fn on_submit(&mut self, serial: Serial, client: usize) -> Result<(), Violation> {
         let transaction = (self.workload)(&mut self.rng_load, client);
+        self.submit_transaction(serial, client, transaction)
+            .map(|_| ())
+    }
+
+    fn submit_transaction(
+        &mut self,
+        serial: Serial,
+        client: usize,
+        transaction: E::Tx,
+    ) -> Result<Option<T0>, Violation> {
         let now = self.now(serial);
         let Some(core) = self.nodes.get_mut(&serial).and_then(|n| n.core.as_mut()) else {
-            return Ok(()); // the node is down: the client could not connect
+            return Ok(None); // the node is down: the client could not connect
         };
         let keys = transaction.keys();
         let body = TxBody {
@@ -625,7 +765,8 @@ impl<E: Executor> Simulation<E> {
         });
         self.report.submitted += 1;
         self.record(serial, format!("submit client {client}"), vec![t0]);
-        self.after_step(serial)
+        self.after_step(serial)?;
+        Ok(Some(t0))
     }
 
     fn on_deliver(&mut self, envelope: Envelope) -> Result<(), Violation> {
