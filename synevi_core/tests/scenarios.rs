@@ -76,7 +76,10 @@ fn append(key: &str, value: u32) -> Append {
 fn coordinator_crash_after_pre_accept_is_recovered_at_t0() {
     let mut sim = cluster(3, 1);
     sim.boot().expect("boots");
-    let t0 = sim.submit(1, append("k", 1)).expect("node 1 is up");
+    let t0 = sim
+        .submit(1, append("k", 1))
+        .expect("runs")
+        .expect("node 1 is up");
     let pre_accepted = sim
         .run_until(1_000, |sim| sim.delivered("PreAccept", t0) == 2)
         .expect("runs");
@@ -102,14 +105,20 @@ fn a_dependency_only_a_minority_knows_is_invalidated() {
     sim.boot().expect("boots");
     // X's PreAccept reaches node 4 only.
     sim.isolate_links(&[(1, 2), (1, 3), (1, 5)]);
-    let x = sim.submit(1, append("k", 1)).expect("node 1 is up");
+    let x = sim
+        .submit(1, append("k", 1))
+        .expect("runs")
+        .expect("node 1 is up");
     assert!(sim
         .run_until(1_000, |sim| sim.delivered("PreAccept", x) == 1)
         .expect("runs"));
     sim.crash_node(1);
     // Y conflicts with X; node 4 reports X as Y's dependency (answers from 3, 4 and 5: node
     // 1 is down).
-    let y = sim.submit(2, append("k", 2)).expect("node 2 is up");
+    let y = sim
+        .submit(2, append("k", 2))
+        .expect("runs")
+        .expect("node 2 is up");
     assert!(sim
         .run_until(1_000, |sim| sim.delivered("PreAcceptOk", y) == 3)
         .expect("runs"));

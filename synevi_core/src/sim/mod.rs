@@ -522,12 +522,10 @@ impl<E: Executor> Simulation<E> {
     }
 
     /// Submits `transaction` to `node` now. Returns its `t0`, or `None` if the node is down.
-    pub fn submit(&mut self, node: Serial, transaction: E::Tx) -> Option<T0> {
+    pub fn submit(&mut self, node: Serial, transaction: E::Tx) -> Result<Option<T0>, SimFailure> {
         let client = self.clients.len();
-        match self.submit_transaction(node, client, transaction) {
-            Ok(t0) => t0,
-            Err(_) => None,
-        }
+        self.submit_transaction(node, client, transaction)
+            .map_err(|violation| self.failure(violation))
     }
 
     /// Runs until `done` holds, or `limit_ms` of virtual time passed. Returns whether `done`
