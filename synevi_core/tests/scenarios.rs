@@ -142,10 +142,9 @@ fn a_partitioned_node_catches_up_after_healing() {
     sim.isolate(&[3]);
     let mut t0s = Vec::new();
     for value in 0..20 {
-        t0s.push(
-            sim.submit(1 + (value % 2) as u16, append("k", value))
-                .expect("up"),
-        );
+        let node = 1 + (value % 2) as u16;
+        let t0 = sim.submit(node, append("k", value)).expect("runs");
+        t0s.push(t0.expect("node is up"));
         sim.run_for(5).expect("runs");
     }
     let all_committed = sim
