@@ -2,24 +2,68 @@
 //! timestamp witnessed among them.
 //!
 //! Replicas answer PreAccept with "the highest conflicting timestamp witnessed" (to decide
-//! `t`) and "the conflicting transactions with a lower `t0`" (the deps). Both questions are
-//! answered here. Transactions leave the index when every member applied them (garbage
-//! collection) or when they are invalidated; the highest timestamps they contributed stay,
-//! so a transaction that conflicts with a forgotten one is still ordered after it.
+//! `t`) and "the conflicting transactions with a lower `t0`" (the deps); recovery asks for
+//! every conflicting transaction (its evidence). All three are answered here.
+//!
+//! A transaction is *active* until it is known to be applied by every member, then *stable*
+//! until it is forgotten. Stable transactions are left out of deps: every node already
+//! executed them, and every replica already witnessed their `t`, so a later transaction is
+//! ordered after them without waiting for them. This keeps deps small under contention.
+//! They stay in the index as recovery evidence until garbage collection forgets them
+//! (`gc.rs` explains when that is safe). Forgotten and invalidated transactions leave the
+//! index; the highest timestamps they contributed stay, so a transaction that conflicts with
+//! a forgotten one is still ordered after it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
 use synevi_types::{Deps, Key, Keys, Timestamp, T0};
+
+/// Active and stable transactions of one index entry.
+#[derive(Debug, Default)]
+struct Entry {
+    active: BTreeSet<T0>,
+    stable: BTreeSet<T0>,
+}
+
+impl Entry {
+    fn is_empty(&self) -> bool {
+        self.active.is_empty() && self.stable.is_empty()
+    }
+
+    fn remove(&mut self, t0: &T0) -> bool {
+        self.active.remove(t0) | self.stable.remove(t0)
+    }
+
+    fn stabilise(&mut self, t0: T0) {
+        if self.active.remove(&t0) {
+            self.stable.insert(t0);
+        }
+    }
+
+    fn deps_below(&self, bound: T0) -> impl Iterator<Item = T0> + '_ {
+        self.active.range(..bound).copied()
+    }
+
+    fn all(&self) -> impl Iterator<Item = T0> + '_ {
+        self.active.iter().chain(self.stable.iter()).copied()
+    }
+}
+
+#[derive(Debug, Default)]
+struct KeyEntry {
+    members: Entry,
+    max: Timestamp,
+}
 
 /// Per-key and all-keys indexes of the transactions a replica knows.
 #[derive(Debug, Default)]
 pub struct ConflictIndex {
     by_key: FxHashMap<Key, KeyEntry>,
     /// Transactions with [`Keys::All`].
-    all_keys: BTreeSet<T0>,
+    all_keys: Entry,
     /// Every indexed transaction (for [`Keys::All`] queries).
-    every: BTreeSet<T0>,
+    every: Entry,
     /// Highest timestamp witnessed of a [`Keys::All`] transaction: conflicts with every key.
     all_keys_max: Timestamp,
     /// Highest timestamp witnessed of anything: what a [`Keys::All`] transaction conflicts
@@ -29,12 +73,6 @@ pub struct ConflictIndex {
     /// Counting it for every key keeps the index small at the price of a few slow paths
     /// right after a key went quiet.
     pruned_max: Timestamp,
-}
-
-#[derive(Debug, Default)]
-struct KeyEntry {
-    active: BTreeSet<T0>,
-    max: Timestamp,
 }
 
 impl ConflictIndex {
@@ -49,22 +87,19 @@ impl ConflictIndex {
         }
     }
 
-    /// Adds a transaction. What it witnessed is recorded separately with
+    /// Adds an active transaction. What it witnessed is recorded separately with
     /// [`ConflictIndex::witness`], after the replica computed its own answer for it.
     pub fn insert(&mut self, t0: T0, keys: &Keys) {
-        let inserted = self.every.insert(t0);
+        let inserted = self.every.active.insert(t0);
         debug_assert!(inserted, "{t0:?} indexed twice");
         match keys {
             Keys::All => {
-                self.all_keys.insert(t0);
+                self.all_keys.active.insert(t0);
             }
             Keys::Set(keys) => {
                 for key in keys {
-                    self.by_key
-                        .entry(key.clone())
-                        .or_default()
-                        .active
-                        .insert(t0);
+                    let entry = self.by_key.entry(key.clone()).or_default();
+                    entry.members.active.insert(t0);
                 }
             }
         }
@@ -84,6 +119,21 @@ impl ConflictIndex {
         }
     }
 
+    /// Every member applied the transaction: leave it out of deps from now on.
+    pub fn stabilise(&mut self, t0: T0, keys: &Keys) {
+        self.every.stabilise(t0);
+        match keys {
+            Keys::All => self.all_keys.stabilise(t0),
+            Keys::Set(keys) => {
+                for key in keys {
+                    if let Some(entry) = self.by_key.get_mut(key) {
+                        entry.members.stabilise(t0);
+                    }
+                }
+            }
+        }
+    }
+
     /// Removes a transaction; what it witnessed stays.
     pub fn remove(&mut self, t0: T0, keys: &Keys) {
         if !self.every.remove(&t0) {
@@ -96,8 +146,8 @@ impl ConflictIndex {
             Keys::Set(keys) => {
                 for key in keys {
                     if let Some(entry) = self.by_key.get_mut(key) {
-                        entry.active.remove(&t0);
-                        if entry.active.is_empty() {
+                        entry.members.remove(&t0);
+                        if entry.members.is_empty() {
                             self.pruned_max = self.pruned_max.max(entry.max);
                             self.by_key.remove(key);
                         }
@@ -105,12 +155,6 @@ impl ConflictIndex {
                 }
             }
         }
-    }
-
-    /// Whether a transaction is indexed.
-    #[cfg(test)]
-    pub fn contains(&self, t0: T0) -> bool {
-        self.every.contains(&t0)
     }
 
     /// The highest timestamp witnessed among transactions that conflict with `keys`.
@@ -124,18 +168,18 @@ impl ConflictIndex {
         }
     }
 
-    /// The indexed transactions conflicting with `keys` whose `t0` is below `bound`,
-    /// `except` itself.
+    /// The active transactions conflicting with `keys` whose `t0` is below `bound`, `except`
+    /// itself: the deps.
     pub fn deps(&self, keys: &Keys, bound: Timestamp, except: T0) -> Deps {
         let bound = T0(bound);
         let mut found: Vec<T0> = Vec::new();
         match keys {
-            Keys::All => found.extend(self.every.range(..bound)),
+            Keys::All => found.extend(self.every.deps_below(bound)),
             Keys::Set(keys) => {
-                found.extend(self.all_keys.range(..bound));
+                found.extend(self.all_keys.deps_below(bound));
                 for key in keys {
                     if let Some(entry) = self.by_key.get(key) {
-                        found.extend(entry.active.range(..bound));
+                        found.extend(entry.members.deps_below(bound));
                     }
                 }
             }
@@ -144,19 +188,21 @@ impl ConflictIndex {
         Deps::from_unsorted(found)
     }
 
-    /// Every indexed transaction conflicting with `keys`, `except` itself, ascending.
+    /// Every indexed transaction conflicting with `keys`, active or stable, `except` itself,
+    /// ascending: what recovery evidence is computed from.
     pub fn conflicting(&self, keys: &Keys, except: T0) -> Vec<T0> {
         let mut found: Vec<T0> = match keys {
-            Keys::All => self.every.iter().copied().collect(),
+            Keys::All => self.every.all().collect(),
             Keys::Set(keys) => {
-                let mut found: BTreeMap<T0, ()> =
-                    self.all_keys.iter().map(|t0| (*t0, ())).collect();
+                let mut found: Vec<T0> = self.all_keys.all().collect();
                 for key in keys {
                     if let Some(entry) = self.by_key.get(key) {
-                        found.extend(entry.active.iter().map(|t0| (*t0, ())));
+                        found.extend(entry.members.all());
                     }
                 }
-                found.into_keys().collect()
+                found.sort_unstable();
+                found.dedup();
+                found
             }
         };
         found.retain(|t0| *t0 != except);
@@ -165,13 +211,7 @@ impl ConflictIndex {
 
     /// How many transactions are indexed.
     pub fn len(&self) -> usize {
-        self.every.len()
-    }
-
-    /// Whether nothing is indexed.
-    #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
-        self.every.is_empty()
+        self.every.active.len() + self.every.stable.len()
     }
 
     /// How many per-key entries exist (for memory accounting).
@@ -189,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn deps_are_conflicting_and_lower() {
+    fn deps_are_conflicting_lower_and_active() {
         let mut index = ConflictIndex::default();
         index.insert(T0(ts(1)), &Keys::single("a"));
         index.insert(T0(ts(2)), &Keys::single("b"));
@@ -206,6 +246,12 @@ mod tests {
         assert_eq!(index.max_conflicting(&Keys::single("b")), ts(3));
         assert_eq!(index.max_conflicting(&Keys::single("a")), ts(5));
         assert_eq!(index.max_conflicting(&Keys::single("c")), ts(3));
+        // Applied everywhere: no longer a dep, still evidence.
+        index.stabilise(T0(ts(1)), &Keys::single("a"));
+        let deps = index.deps(&Keys::single("a"), ts(4), T0(ts(4)));
+        assert_eq!(deps.as_slice(), &[T0(ts(3))]);
+        let evidence = index.conflicting(&Keys::single("a"), T0(ts(4)));
+        assert_eq!(evidence, vec![T0(ts(1)), T0(ts(3)), T0(ts(5))]);
     }
 
     #[test]
@@ -213,9 +259,8 @@ mod tests {
         let mut index = ConflictIndex::default();
         index.insert(T0(ts(7)), &Keys::single("a"));
         index.witness(&Keys::single("a"), ts(9));
-        assert!(index.contains(T0(ts(7))));
+        index.stabilise(T0(ts(7)), &Keys::single("a"));
         index.remove(T0(ts(7)), &Keys::single("a"));
-        assert!(index.is_empty());
         assert_eq!((index.len(), index.key_entries()), (0, 0));
         assert_eq!(index.max_conflicting(&Keys::single("a")), ts(9));
         assert!(index

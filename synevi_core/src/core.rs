@@ -364,6 +364,7 @@ impl Core {
             self.send(home, Message::Applied(synevi_types::Applied { t0s }));
         }
         self.flush_local();
+        self.announce(false);
         for t0 in std::mem::take(&mut self.dirty) {
             if let Some(state) = self.txs.get(&t0) {
                 self.ready.persist.transactions.push(state.record.clone());

@@ -38,9 +38,12 @@ pub(crate) struct Gc {
     home_acks: FxHashMap<T0, BTreeSet<Serial>>,
     /// Held transactions known to be applied by every member.
     applied_everywhere: BTreeSet<T0>,
-    /// Own transactions found applied everywhere since the last gossip.
+    /// Own transactions found applied everywhere since the last announcement.
     newly_applied_everywhere: Vec<T0>,
     next_gossip_ms: u64,
+    /// The floors last announced (floors only rise, so repeating them is always true).
+    announced_floor: T0,
+    announced_decided_floor: Timestamp,
 }
 
 impl Gc {
@@ -68,17 +71,18 @@ impl Gc {
         }
     }
 
-    /// Home node: `from` applied `t0`.
-    pub fn home_applied(&mut self, t0: T0, from: Serial, quorums: &Quorums) {
+    /// Home node: `from` applied `t0`. True when that makes every member.
+    pub fn home_applied(&mut self, t0: T0, from: Serial, quorums: &Quorums) -> bool {
         let Some(acks) = self.home_acks.get_mut(&t0) else {
-            return;
+            return false;
         };
         acks.insert(from);
         if quorums.members().all(|member| acks.contains(&member)) {
             self.home_acks.remove(&t0);
-            self.applied_everywhere.insert(t0);
             self.newly_applied_everywhere.push(t0);
+            return true;
         }
+        false
     }
 
     /// Home node: members that have not acknowledged `t0`; `None` if not tracked.
@@ -141,6 +145,20 @@ impl Core {
         }
         self.gc.decided_floors.insert(self.serial, decided_floor);
         self.raise_floor(self.serial, own_floor);
+        self.gc.announced_floor = self.gc.announced_floor.max(own_floor);
+        self.gc.announced_decided_floor = self.gc.announced_decided_floor.max(decided_floor);
+        self.announce(true);
+        self.forget_what_may_be_forgotten();
+        self.track_missing_dependencies();
+    }
+
+    /// Sends `Forget` to every other member: with the transactions newly applied everywhere
+    /// (right away, so that peers stop carrying them as deps), and periodically with the
+    /// floors alone.
+    pub(crate) fn announce(&mut self, periodic: bool) {
+        if !periodic && self.gc.newly_applied_everywhere.is_empty() {
+            return;
+        }
         let t0s = std::mem::take(&mut self.gc.newly_applied_everywhere);
         let others: Vec<Serial> = self
             .quorums
@@ -150,13 +168,21 @@ impl Core {
         self.send_to(
             &others,
             Message::Forget(Forget {
-                floor: own_floor,
+                floor: self.gc.announced_floor,
                 t0s,
-                decided_floor,
+                decided_floor: self.gc.announced_decided_floor,
             }),
         );
-        self.forget_what_may_be_forgotten();
-        self.track_missing_dependencies();
+    }
+
+    /// Every member applied `t0`: it stops being a dep, and becomes a candidate to forget.
+    pub(crate) fn mark_applied_everywhere(&mut self, t0: T0) {
+        if !self.gc.applied_everywhere.insert(t0) {
+            return;
+        }
+        if let Some(keys) = self.txs.get(&t0).and_then(|state| state.keys()) {
+            self.conflicts.stabilise(t0, keys);
+        }
     }
 
     pub(crate) fn on_forget(&mut self, from: Serial, message: Forget) {
@@ -171,7 +197,7 @@ impl Core {
             .insert(from, previous.max(message.decided_floor));
         for t0 in message.t0s {
             if t0.0.serial == from && self.txs.contains_key(&t0) {
-                self.gc.applied_everywhere.insert(t0);
+                self.mark_applied_everywhere(t0);
             }
         }
         self.raise_floor(from, message.floor);
@@ -195,7 +221,7 @@ impl Core {
             .copied()
             .collect();
         for t0 in below {
-            self.gc.applied_everywhere.insert(t0);
+            self.mark_applied_everywhere(t0);
         }
     }
 

@@ -111,8 +111,8 @@ impl Core {
     /// Acknowledgements from members that applied transactions this node is home of.
     pub(crate) fn on_applied(&mut self, from: Serial, message: synevi_types::Applied) {
         for t0 in message.t0s {
-            if t0.0.serial == self.serial {
-                self.gc.home_applied(t0, from, &self.quorums);
+            if t0.0.serial == self.serial && self.gc.home_applied(t0, from, &self.quorums) {
+                self.mark_applied_everywhere(t0);
             }
         }
     }
