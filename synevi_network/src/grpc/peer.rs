@@ -154,7 +154,7 @@ async fn session(
             () = cancel.cancelled() => return SessionEnd::Cancelled,
             ended = &mut call => return stream_ended(ended),
             batch = outbox.next_batch() => {
-                let Some(batch) = batch else { return SessionEnd::QueueClosed };
+                let Some((batch, bytes)) = batch else { return SessionEnd::QueueClosed };
                 let count = batch.envelopes.len() as u64;
                 tokio::select! {
                     biased;
@@ -170,6 +170,7 @@ async fn session(
                         }
                         add(&context.counters.envelopes_sent, count);
                         add(&context.counters.batches_sent, 1);
+                        add(&context.counters.bytes_sent, bytes as u64);
                     }
                 }
             }
@@ -212,8 +213,9 @@ impl Outbox {
     /// envelope at once, without waiting for company.
     ///
     /// Cancel-safe: the only await is the queue's `recv`, before anything was taken.
-    /// Returns `None` once the queue is closed and empty.
-    async fn next_batch(&mut self) -> Option<proto::Batch> {
+    /// Returns the frame with its encoded size, or `None` once the queue is closed and
+    /// empty.
+    async fn next_batch(&mut self) -> Option<(proto::Batch, usize)> {
         let (first, mut bytes) = match self.carry.take() {
             Some(carried) => carried,
             None => loop {
@@ -244,7 +246,7 @@ impl Outbox {
             "a frame never exceeds the limit"
         );
         debug_assert!(!envelopes.is_empty(), "a frame is never empty");
-        Some(proto::Batch { envelopes })
+        Some((proto::Batch { envelopes }, bytes))
     }
 
     /// Encodes an envelope and measures it; one that can never fit into a frame is dropped

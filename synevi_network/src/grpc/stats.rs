@@ -13,6 +13,9 @@ pub struct GrpcStats {
     /// Frames (batches of envelopes) handed to peers' streams; `envelopes_sent /
     /// batches_sent` is the average batch size.
     pub batches_sent: u64,
+    /// Encoded bytes of the frames handed to peers' streams (protobuf, without gRPC and
+    /// HTTP/2 framing); `bytes_sent / envelopes_sent` is the average envelope size.
+    pub bytes_sent: u64,
     /// Envelopes received and handed to the inbox.
     pub envelopes_received: u64,
     /// Frames received.
@@ -41,6 +44,7 @@ pub struct GrpcStats {
 pub(crate) struct Counters {
     pub(crate) envelopes_sent: AtomicU64,
     pub(crate) batches_sent: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
     pub(crate) envelopes_received: AtomicU64,
     pub(crate) batches_received: AtomicU64,
     pub(crate) dropped_queue_full: AtomicU64,
@@ -70,6 +74,7 @@ impl Counters {
         GrpcStats {
             envelopes_sent: get(&self.envelopes_sent),
             batches_sent: get(&self.batches_sent),
+            bytes_sent: get(&self.bytes_sent),
             envelopes_received: get(&self.envelopes_received),
             batches_received: get(&self.batches_received),
             dropped_queue_full: get(&self.dropped_queue_full),

@@ -270,21 +270,63 @@ fn t_from(t: Option<proto::Timestamp>, field: &str) -> Result<T, SyneviError> {
     timestamp_from(required(t, field)?, field).map(T)
 }
 
-fn t0s_to(t0s: &[T0]) -> Vec<proto::Timestamp> {
-    t0s.iter().map(|t0| t0_to(*t0)).collect()
+fn t0s_to(t0s: &[T0]) -> Option<proto::Timestamps> {
+    let mut list = proto::Timestamps {
+        time_deltas: Vec::with_capacity(t0s.len()),
+        counters: Vec::with_capacity(t0s.len()),
+        serials: Vec::with_capacity(t0s.len()),
+    };
+    let mut previous: u64 = 0;
+    for t0 in t0s {
+        // Wrapping difference, read back with a wrapping sum: exact for any two u64s.
+        list.time_deltas
+            .push(t0.0.time.wrapping_sub(previous) as i64);
+        list.counters.push(t0.0.counter);
+        list.serials.push(u32::from(t0.0.serial));
+        previous = t0.0.time;
+    }
+    Some(list)
 }
 
-fn t0s_from(t0s: Vec<proto::Timestamp>, field: &str) -> Result<Vec<T0>, SyneviError> {
-    t0s.into_iter()
-        .map(|t0| timestamp_from(t0, field).map(T0))
-        .collect()
+fn t0s_from(t0s: Option<proto::Timestamps>, field: &str) -> Result<Vec<T0>, SyneviError> {
+    let Some(list) = t0s else {
+        return Ok(Vec::new());
+    };
+    let len = list.time_deltas.len();
+    if list.counters.len() != len || list.serials.len() != len {
+        return Err(malformed(
+            field,
+            &format!(
+                "has columns of different lengths ({} times, {} counters, {} serials)",
+                len,
+                list.counters.len(),
+                list.serials.len()
+            ),
+        ));
+    }
+    let mut t0s = Vec::with_capacity(len);
+    let mut time: u64 = 0;
+    for ((delta, counter), serial) in list
+        .time_deltas
+        .into_iter()
+        .zip(list.counters)
+        .zip(list.serials)
+    {
+        time = time.wrapping_add(delta as u64);
+        t0s.push(T0(Timestamp::new(
+            time,
+            counter,
+            serial_from(serial, field)?,
+        )));
+    }
+    Ok(t0s)
 }
 
-fn deps_to(deps: &Deps) -> Vec<proto::Timestamp> {
+fn deps_to(deps: &Deps) -> Option<proto::Timestamps> {
     t0s_to(deps.as_slice())
 }
 
-fn deps_from(deps: Vec<proto::Timestamp>, field: &str) -> Result<Deps, SyneviError> {
+fn deps_from(deps: Option<proto::Timestamps>, field: &str) -> Result<Deps, SyneviError> {
     // Senders encode `Deps` as it is held: strictly ascending. Anything else comes from a
     // broken sender and is refused, as `Deps`' own decoding does, rather than repaired.
     Deps::try_from(t0s_from(deps, field)?).map_err(|reason| malformed(field, &reason))

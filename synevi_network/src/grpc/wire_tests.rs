@@ -144,25 +144,82 @@ fn out_of_range_values_are_decode_errors() {
     assert!(envelope_from_proto(recover_ok(proto::TxStatus::Committed as i32)).is_ok());
 }
 
-#[test]
-fn unsorted_or_duplicated_deps_are_decode_errors() {
-    let t0 = |time| proto::Timestamp {
-        time,
+fn timestamps(entries: &[(u64, u32, u32)]) -> Option<proto::Timestamps> {
+    let mut previous = 0u64;
+    let mut list = proto::Timestamps::default();
+    for &(time, counter, serial) in entries {
+        list.time_deltas.push(time.wrapping_sub(previous) as i64);
+        list.counters.push(counter);
+        list.serials.push(serial);
+        previous = time;
+    }
+    Some(list)
+}
+
+fn pre_accept_ok(deps: Option<proto::Timestamps>) -> proto::Envelope {
+    let t0 = proto::Timestamp {
+        time: 9,
         counter: 0,
         serial: 1,
     };
-    let pre_accept_ok = |deps| proto::Envelope {
+    proto::Envelope {
         from: 1,
         to: 2,
         message: Some(proto::envelope::Message::PreAcceptOk(proto::PreAcceptOk {
-            t0: Some(t0(9)),
-            t: Some(t0(9)),
+            t0: Some(t0),
+            t: Some(t0),
             deps,
         })),
-    };
-    assert!(envelope_from_proto(pre_accept_ok(vec![t0(1), t0(2)])).is_ok());
-    assert!(decode_error(pre_accept_ok(vec![t0(2), t0(1)])).contains("PreAcceptOk.deps"));
-    assert!(decode_error(pre_accept_ok(vec![t0(1), t0(1)])).contains("ascending"));
+    }
+}
+
+#[test]
+fn unsorted_or_duplicated_deps_are_decode_errors() {
+    assert!(envelope_from_proto(pre_accept_ok(timestamps(&[(1, 0, 1), (2, 0, 1)]))).is_ok());
+    assert!(
+        envelope_from_proto(pre_accept_ok(None)).is_ok(),
+        "absent is empty"
+    );
+    let unsorted = decode_error(pre_accept_ok(timestamps(&[(2, 0, 1), (1, 0, 1)])));
+    assert!(unsorted.contains("PreAcceptOk.deps"), "{unsorted}");
+    let duplicated = decode_error(pre_accept_ok(timestamps(&[(1, 0, 1), (1, 0, 1)])));
+    assert!(duplicated.contains("ascending"), "{duplicated}");
+}
+
+#[test]
+fn timestamp_lists_with_ragged_columns_or_big_serials_are_decode_errors() {
+    let mut ragged = timestamps(&[(1, 0, 1), (2, 0, 1)]);
+    if let Some(list) = &mut ragged {
+        list.counters.pop();
+    }
+    let reason = decode_error(pre_accept_ok(ragged));
+    assert!(reason.contains("columns of different lengths"), "{reason}");
+    let reason = decode_error(pre_accept_ok(timestamps(&[(1, 0, 70_000)])));
+    assert!(reason.contains("PreAcceptOk.deps is 70000"), "{reason}");
+}
+
+#[test]
+fn sorted_deps_take_a_few_bytes_each() {
+    // 500 deps a few milliseconds apart, as a busy node's are.
+    let deps = Deps::from_unsorted(
+        (0..500u64)
+            .map(|i| {
+                T0(Timestamp::new(
+                    1_700_000_000_000 + i * 3,
+                    (i % 4) as u32,
+                    (i % 5) as u16,
+                ))
+            })
+            .collect(),
+    );
+    let envelope = sample(Message::PreAcceptOk(PreAcceptOk {
+        t0: T0(Timestamp::new(1_700_000_001_000, 0, 1)),
+        t: T(Timestamp::new(1_700_000_001_000, 0, 1)),
+        deps,
+    }));
+    let bytes = encode_envelope(&envelope);
+    assert!(bytes.len() < 500 * 4, "{} bytes for 500 deps", bytes.len());
+    assert_eq!(decode_envelope(&bytes), Ok(envelope));
 }
 
 #[test]
