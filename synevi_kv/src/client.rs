@@ -86,16 +86,18 @@ impl KvClient {
     /// A client of the node at `addr` (`http://127.0.0.1:8081`; `http://` may be left out),
     /// waiting at most `timeout` for each answer.
     pub fn new(addr: &str, timeout: Duration) -> Result<KvClient, ClientError> {
-        let trimmed = addr.trim_end_matches('/');
-        let base = if trimmed.contains("://") {
-            trimmed.to_string()
+        let with_scheme = if addr.contains("://") {
+            addr.to_string()
         } else {
-            format!("http://{trimmed}")
+            format!("http://{addr}")
         };
-        let valid = base
+        let authority = with_scheme
             .strip_prefix("http://")
-            .is_some_and(|authority| !authority.is_empty() && !authority.contains('/'));
-        if !valid || base.parse::<hyper::Uri>().is_err() {
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|authority| !authority.is_empty() && !authority.contains('/'))
+            .ok_or_else(|| ClientError::BadAddress(addr.to_string()))?;
+        let base = format!("http://{authority}");
+        if base.parse::<hyper::Uri>().is_err() {
             return Err(ClientError::BadAddress(addr.to_string()));
         }
         let mut connector = HttpConnector::new();
