@@ -111,7 +111,10 @@ fn object_of(
             field_list(allowed)
         )));
     };
-    if let Some(unknown) = object.keys().find(|field| !allowed.contains(&field.as_str())) {
+    if let Some(unknown) = object
+        .keys()
+        .find(|field| !allowed.contains(&field.as_str()))
+    {
         return Err(ApiError::bad_request(format!(
             "unknown field {unknown:?}; the body takes {}",
             field_list(allowed)
@@ -173,12 +176,14 @@ async fn execute(
     let started = Instant::now();
     let request_id = synevi::Ulid::new().0;
     let timeout = state.request_timeout();
-    let outcome =
-        tokio::time::timeout(timeout, backend.transaction(request_id, transaction)).await;
+    let outcome = tokio::time::timeout(timeout, backend.transaction(request_id, transaction)).await;
     state.metrics().record_latency(operation, started.elapsed());
     match outcome {
         Ok(Ok(result)) => {
-            if matches!(state.health(), Health::Starting { .. } | Health::NoQuorum { .. }) {
+            if matches!(
+                state.health(),
+                Health::Starting { .. } | Health::NoQuorum { .. }
+            ) {
                 // A committed transaction proves a quorum as well as a probe does.
                 state.set_health(Health::Ready);
             }
@@ -207,8 +212,12 @@ fn system_error(state: &AppState, error: SyneviError) -> ApiError {
             "unavailable: {error}; the operation had no effect, retry it"
         )),
         SyneviError::ShutDown => ApiError::unavailable("the node is shutting down"),
-        SyneviError::StoreFull(_) => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string()),
-        SyneviError::TooLarge { .. } => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string()),
+        SyneviError::StoreFull(_) => {
+            ApiError::new(StatusCode::INSUFFICIENT_STORAGE, error.to_string())
+        }
+        SyneviError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, error.to_string())
+        }
         other => {
             tracing::error!(error = %other, "a transaction failed on this node");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string())
@@ -230,7 +239,11 @@ fn not_found_key(key: &str) -> ApiError {
 }
 
 /// Answers, counting the answer in the metrics.
-fn answer(state: &AppState, operation: Operation, response: Result<Response, ApiError>) -> Response {
+fn answer(
+    state: &AppState,
+    operation: Operation,
+    response: Result<Response, ApiError>,
+) -> Response {
     let response = response.unwrap_or_else(IntoResponse::into_response);
     state
         .metrics()
@@ -415,7 +428,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .render(ready, state.backend().map(|backend| &**backend));
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()

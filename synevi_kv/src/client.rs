@@ -159,9 +159,7 @@ impl KvClient {
 
     /// Reads `key`: its value, or `None` if it does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<String>, ClientError> {
-        let response = self
-            .request(Method::GET, &key_path(key, ""), None)
-            .await?;
+        let response = self.request(Method::GET, &key_path(key, ""), None).await?;
         match response.status {
             200 => string_field(&response, "value").map(Some),
             404 => Ok(None),

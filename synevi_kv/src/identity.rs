@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(again, first);
         assert!(matches!(
             Identity::load_or_create(dir.path(), 3, None),
-            Err(IdentityError::Mismatch { found_serial: 2, .. })
+            Err(IdentityError::Mismatch {
+                found_serial: 2,
+                ..
+            })
         ));
         assert!(matches!(
             Identity::load_or_create(dir.path(), 2, Some(Ulid::new())),

@@ -167,7 +167,10 @@ fn validate(operation: &Operation) -> Result<(), CheckError> {
     let fits = matches!(
         (&operation.command, &operation.response),
         (_, Response::Unknown)
-            | (Command::Get | Command::Put(_) | Command::Delete, Response::Value(_))
+            | (
+                Command::Get | Command::Put(_) | Command::Delete,
+                Response::Value(_)
+            )
             | (Command::Cas { .. }, Response::Cas(_))
     );
     if !fits {
@@ -432,12 +435,7 @@ fn check_key(key: &str, operations: &[&Operation]) -> Result<u64, CheckError> {
 mod tests {
     use super::*;
 
-    fn op(
-        invoked: u64,
-        returned: Option<u64>,
-        command: Command,
-        response: Response,
-    ) -> Operation {
+    fn op(invoked: u64, returned: Option<u64>, command: Command, response: Response) -> Operation {
         Operation {
             client: 0,
             key: "k".into(),
@@ -496,8 +494,19 @@ mod tests {
             get(4, 5, Some("a")),
             put(6, 7, "b", Some("a")),
             cas(8, Some(9), Some("b"), "c", Response::Cas(Ok(()))),
-            cas(10, Some(11), Some("b"), "d", Response::Cas(Err(Some("c".into())))),
-            op(12, Some(13), Command::Delete, Response::Value(Some("c".into()))),
+            cas(
+                10,
+                Some(11),
+                Some("b"),
+                "d",
+                Response::Cas(Err(Some("c".into()))),
+            ),
+            op(
+                12,
+                Some(13),
+                Command::Delete,
+                Response::Value(Some("c".into())),
+            ),
             get(14, 15, None),
         ];
         let report = check(&history).expect("linearizable");
@@ -563,7 +572,13 @@ mod tests {
     fn cas_answers_must_fit_the_value() {
         assert!(not_linearizable(&[
             put(0, 1, "a", None),
-            cas(2, Some(3), Some("a"), "b", Response::Cas(Err(Some("a".into())))),
+            cas(
+                2,
+                Some(3),
+                Some("a"),
+                "b",
+                Response::Cas(Err(Some("a".into())))
+            ),
         ]));
         assert!(not_linearizable(&[cas(
             0,
@@ -572,7 +587,11 @@ mod tests {
             "b",
             Response::Cas(Ok(()))
         )]));
-        assert!(check(&[cas(0, Some(1), None, "b", Response::Cas(Ok(()))), get(2, 3, Some("b"))]).is_ok());
+        assert!(check(&[
+            cas(0, Some(1), None, "b", Response::Cas(Ok(()))),
+            get(2, 3, Some("b"))
+        ])
+        .is_ok());
     }
 
     #[test]
@@ -581,7 +600,12 @@ mod tests {
         // Never took effect.
         assert!(check(&[unknown_put.clone(), get(5, 6, None)]).is_ok());
         // Took effect, long after it was invoked.
-        assert!(check(&[unknown_put.clone(), get(5, 6, None), get(100, 101, Some("a"))]).is_ok());
+        assert!(check(&[
+            unknown_put.clone(),
+            get(5, 6, None),
+            get(100, 101, Some("a"))
+        ])
+        .is_ok());
         // But it cannot take effect before it was invoked.
         assert!(not_linearizable(&[
             get(0, 1, Some("a")),

@@ -83,7 +83,11 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn record_response(&self, operation: Operation, status: u16) {
-        *self.lock().responses.entry((operation, status)).or_default() += 1;
+        *self
+            .lock()
+            .responses
+            .entry((operation, status))
+            .or_default() += 1;
     }
 
     /// Records how long one transaction took, from submission to result.

@@ -350,7 +350,8 @@ async fn probe_readiness(
                 _ = stop_signal(&mut stopped) => return,
             }
         }
-        let probe = tokio::time::timeout(probe_wait, backend.transaction(Ulid::new().0, KvTx::Ping));
+        let probe =
+            tokio::time::timeout(probe_wait, backend.transaction(Ulid::new().0, KvTx::Ping));
         let outcome = tokio::select! {
             outcome = probe => outcome,
             _ = stop_signal(&mut stopped) => return,
@@ -433,7 +434,10 @@ mod tests {
 
     #[test]
     fn authority_is_host_and_port() {
-        assert_eq!(authority_of("http://10.0.0.2:13001"), Some("10.0.0.2:13001"));
+        assert_eq!(
+            authority_of("http://10.0.0.2:13001"),
+            Some("10.0.0.2:13001")
+        );
         assert_eq!(authority_of("https://node2:13001/"), Some("node2:13001"));
         assert_eq!(authority_of("node2:1"), Some("node2:1"));
         assert_eq!(authority_of("http://"), None);

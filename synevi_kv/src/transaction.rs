@@ -195,7 +195,10 @@ mod tests {
         assert!(KvTx::from_bytes(Vec::new()).is_err());
         assert!(KvTx::from_bytes(vec![99, 0]).is_err(), "unknown version");
         assert!(KvTx::from_bytes(vec![ENCODING_VERSION]).is_err(), "no body");
-        assert!(KvTx::from_bytes(vec![ENCODING_VERSION, 200]).is_err(), "unknown tag");
+        assert!(
+            KvTx::from_bytes(vec![ENCODING_VERSION, 200]).is_err(),
+            "unknown tag"
+        );
         let mut trailing = KvTx::Ping.as_bytes();
         trailing.push(0);
         assert!(KvTx::from_bytes(trailing).is_err(), "trailing bytes");
@@ -206,7 +209,10 @@ mod tests {
         for tx in all_kinds() {
             let bytes = tx.as_bytes();
             for cut in 0..bytes.len() {
-                assert!(KvTx::from_bytes(bytes[..cut].to_vec()).is_err(), "{tx:?} cut at {cut}");
+                assert!(
+                    KvTx::from_bytes(bytes[..cut].to_vec()).is_err(),
+                    "{tx:?} cut at {cut}"
+                );
             }
         }
     }

@@ -74,7 +74,11 @@ async fn node_command_takes_flags_env_and_file_and_the_cli_client_talks_to_it() 
     let a = addr.as_str();
     assert_eq!(
         cli(&["put", "--addr", a, "k", "v"], &[]).await,
-        (0, json!({"key": "k", "value": "v", "previous": null}), String::new())
+        (
+            0,
+            json!({"key": "k", "value": "v", "previous": null}),
+            String::new()
+        )
     );
     assert_eq!(
         cli(&["get", "--addr", a, "k"], &[]).await,
@@ -82,7 +86,11 @@ async fn node_command_takes_flags_env_and_file_and_the_cli_client_talks_to_it() 
     );
     assert_eq!(
         cli(&["get", "--addr", a, "missing"], &[]).await,
-        (1, json!({"error": "key \"missing\" not found"}), String::new())
+        (
+            1,
+            json!({"error": "key \"missing\" not found"}),
+            String::new()
+        )
     );
     assert_eq!(
         cli(&["cas", "--addr", a, "k", "new", "--expected", "old"], &[]).await,
@@ -107,7 +115,10 @@ async fn node_command_takes_flags_env_and_file_and_the_cli_client_talks_to_it() 
     );
     // Usage errors and unreachable nodes are exit code 2, with a message on stderr.
     let (code, _, stderr) = cli(&["cas", "--addr", a, "k", "x"], &[]).await;
-    assert_eq!(code, 2, "a CAS needs --expected or --expect-absent: {stderr}");
+    assert_eq!(
+        code, 2,
+        "a CAS needs --expected or --expect-absent: {stderr}"
+    );
     let closed = format!("http://127.0.0.1:{}", free_ports(1)[0]);
     let (code, _, stderr) = cli(&["get", "--addr", &closed, "k"], &[]).await;
     assert_eq!(code, 2);
@@ -118,7 +129,9 @@ async fn node_command_takes_flags_env_and_file_and_the_cli_client_talks_to_it() 
 
     // SIGTERM stops the node cleanly.
     signal(&node.child, libc::SIGTERM);
-    let status = wait_exit(&mut node.child, EXIT_LIMIT).await.expect("the node exits");
+    let status = wait_exit(&mut node.child, EXIT_LIMIT)
+        .await
+        .expect("the node exits");
     assert!(status.success(), "{status}\n{}", node.log_tail(30));
 
     // The same settings bring the node back with its data and its identity.
@@ -130,7 +143,9 @@ async fn node_command_takes_flags_env_and_file_and_the_cli_client_talks_to_it() 
     assert_eq!(client.get("k2").await.expect("get"), Some("x".into()));
     assert_eq!(client.get("k").await.expect("get"), None);
     signal(&node.child, libc::SIGTERM);
-    let status = wait_exit(&mut node.child, EXIT_LIMIT).await.expect("the node exits");
+    let status = wait_exit(&mut node.child, EXIT_LIMIT)
+        .await
+        .expect("the node exits");
     assert!(status.success(), "{status}");
 
     // Another serial on the same data directory is refused, with a message naming both.
@@ -174,7 +189,15 @@ impl ClusterRun {
             .open(log)
             .expect("open the log");
         let mut process = Command::new(BINARY)
-            .args(["cluster", "--nodes", "3", "--http-port", "0", "--grpc-port", "0"])
+            .args([
+                "cluster",
+                "--nodes",
+                "3",
+                "--http-port",
+                "0",
+                "--grpc-port",
+                "0",
+            ])
             .arg("--data-dir")
             .arg(data)
             .stdin(Stdio::null())
@@ -243,11 +266,28 @@ async fn cluster_command_stops_cleanly_and_brings_the_data_back() {
     let first = KvClient::new(&run.http[0], Duration::from_secs(10)).expect("client");
     let third = KvClient::new(&run.http[2], Duration::from_secs(10)).expect("client");
     assert_eq!(first.put("greeting", "hello").await.expect("put"), None);
-    assert_eq!(third.get("greeting").await.expect("get"), Some("hello".into()));
-    assert_eq!(third.cas("greeting", Some("hello"), "hi").await.expect("cas"), Ok(()));
+    assert_eq!(
+        third.get("greeting").await.expect("get"),
+        Some("hello".into())
+    );
+    assert_eq!(
+        third
+            .cas("greeting", Some("hello"), "hi")
+            .await
+            .expect("cas"),
+        Ok(())
+    );
     let (success, rest) = run.interrupt().await;
-    assert!(success, "exit status after Ctrl-C\n{}", common::log_tail(&log, 30));
-    assert_eq!(rest.last().map(String::as_str), Some("synevi-kv: stopped"), "{rest:?}");
+    assert!(
+        success,
+        "exit status after Ctrl-C\n{}",
+        common::log_tail(&log, 30)
+    );
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("synevi-kv: stopped"),
+        "{rest:?}"
+    );
 
     let run = ClusterRun::start(&data, &log).await;
     assert_eq!(
@@ -256,7 +296,10 @@ async fn cluster_command_stops_cleanly_and_brings_the_data_back() {
         "the same members and ids"
     );
     let second = KvClient::new(&run.http[1], Duration::from_secs(10)).expect("client");
-    assert_eq!(second.get("greeting").await.expect("get"), Some("hi".into()));
+    assert_eq!(
+        second.get("greeting").await.expect("get"),
+        Some("hi".into())
+    );
     let (success, _) = run.interrupt().await;
     assert!(success, "exit status after Ctrl-C");
 }

@@ -42,7 +42,9 @@ pub async fn wait_healthy(url: &str, limit: Duration) -> Result<Duration, String
                 .await
                 .map(|response| format!("{} {}", response.status, response.body))
                 .unwrap_or_else(|error| error.to_string());
-            return Err(format!("{url} not healthy within {limit:?}; last answer: {last}"));
+            return Err(format!(
+                "{url} not healthy within {limit:?}; last answer: {last}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

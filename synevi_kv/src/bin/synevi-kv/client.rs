@@ -12,7 +12,12 @@ use synevi_kv::client::{key_path, KvClient};
 #[derive(clap::Args, Debug)]
 pub struct Target {
     /// The node's HTTP address.
-    #[arg(long, env = "SYNEVI_ADDR", default_value = "http://127.0.0.1:8081", value_name = "URL")]
+    #[arg(
+        long,
+        env = "SYNEVI_ADDR",
+        default_value = "http://127.0.0.1:8081",
+        value_name = "URL"
+    )]
     addr: String,
     /// How long to wait for the answer.
     #[arg(long, default_value_t = 15_000, value_name = "MS")]
@@ -64,7 +69,13 @@ pub struct DeleteArgs {
 
 /// Sends one request, prints the answer's body, and maps its status to an exit code:
 /// 200 → 0, `negative` (404 or 409; 0 for none) → 1, anything else → 2.
-async fn send(target: &Target, method: Method, path: String, body: Option<String>, negative: u16) -> ExitCode {
+async fn send(
+    target: &Target,
+    method: Method,
+    path: String,
+    body: Option<String>,
+    negative: u16,
+) -> ExitCode {
     let client = match KvClient::new(&target.addr, Duration::from_millis(target.timeout_ms)) {
         Ok(client) => client,
         Err(error) => {
@@ -98,20 +109,52 @@ async fn send(target: &Target, method: Method, path: String, body: Option<String
 }
 
 pub async fn get(args: GetArgs) -> ExitCode {
-    send(&args.target, Method::GET, key_path(&args.key, ""), None, 404).await
+    send(
+        &args.target,
+        Method::GET,
+        key_path(&args.key, ""),
+        None,
+        404,
+    )
+    .await
 }
 
 pub async fn put(args: PutArgs) -> ExitCode {
     let body = json!({ "value": args.value }).to_string();
-    send(&args.target, Method::PUT, key_path(&args.key, ""), Some(body), 0).await
+    send(
+        &args.target,
+        Method::PUT,
+        key_path(&args.key, ""),
+        Some(body),
+        0,
+    )
+    .await
 }
 
 pub async fn cas(args: CasArgs) -> ExitCode {
-    let expected = if args.expect_absent { None } else { args.expected };
+    let expected = if args.expect_absent {
+        None
+    } else {
+        args.expected
+    };
     let body = json!({ "expected": expected, "value": args.value }).to_string();
-    send(&args.target, Method::POST, key_path(&args.key, "/cas"), Some(body), 409).await
+    send(
+        &args.target,
+        Method::POST,
+        key_path(&args.key, "/cas"),
+        Some(body),
+        409,
+    )
+    .await
 }
 
 pub async fn delete(args: DeleteArgs) -> ExitCode {
-    send(&args.target, Method::DELETE, key_path(&args.key, ""), None, 404).await
+    send(
+        &args.target,
+        Method::DELETE,
+        key_path(&args.key, ""),
+        None,
+        404,
+    )
+    .await
 }

@@ -134,7 +134,8 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
                 for server in servers {
                     server.shutdown().await;
                 }
-                return Err(error).with_context(|| format!("node {} did not start", identity.serial));
+                return Err(error)
+                    .with_context(|| format!("node {} did not start", identity.serial));
             }
         }
     }

@@ -43,7 +43,12 @@ pub struct NodeArgs {
     http: Option<SocketAddr>,
     /// Another member, as SERIAL=URL (its id derived from its serial) or SERIAL=ULID@URL.
     /// Repeat for each member; in SYNEVI_PEERS, separate them with commas.
-    #[arg(long = "peer", env = "SYNEVI_PEERS", value_delimiter = ',', value_name = "SERIAL=[ID@]URL")]
+    #[arg(
+        long = "peer",
+        env = "SYNEVI_PEERS",
+        value_delimiter = ',',
+        value_name = "SERIAL=[ID@]URL"
+    )]
     peers: Option<Vec<PeerSpec>>,
     /// The directory for this node's identity and LMDB store [default: ./data].
     #[arg(long, env = "SYNEVI_DATA_DIR", value_name = "DIR")]
@@ -160,7 +165,9 @@ fn resolve(args: NodeArgs) -> anyhow::Result<NodeSettings> {
     };
     let listen = match args.listen.or(file.listen) {
         Some(listen) => listen,
-        None => DEFAULT_LISTEN.parse().context("the default listen address")?,
+        None => DEFAULT_LISTEN
+            .parse()
+            .context("the default listen address")?,
     };
     let http = match args.http.or(file.http) {
         Some(http) => http,
@@ -248,7 +255,14 @@ mod tests {
         let explicit = PeerSpec::from_str(&format!("4={id}@http://h:1")).expect("valid");
         assert_eq!(explicit.0.node_id, id);
         assert_eq!(explicit.0.url, "http://h:1");
-        for bad in ["", "2", "x=http://h:1", "0=http://h:1", "2=", "2=nope@http://h:1"] {
+        for bad in [
+            "",
+            "2",
+            "x=http://h:1",
+            "0=http://h:1",
+            "2=",
+            "2=nope@http://h:1",
+        ] {
             assert!(PeerSpec::from_str(bad).is_err(), "{bad:?}");
         }
     }
