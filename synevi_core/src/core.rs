@@ -47,6 +47,11 @@ pub(crate) struct TxState {
     pub executed: bool,
     /// Whether this replica already asked its peers about it while it sat undecided.
     pub inquired: bool,
+    /// When this replica next looks at whether the transaction is stuck. The one deadline
+    /// that counts: progress timers that fire earlier find it in the future and do nothing.
+    pub progress_due_ms: u64,
+    /// Recoveries this replica started for it; each failed one doubles the back-off.
+    pub recovery_attempts: u32,
 }
 
 impl TxState {
@@ -179,6 +184,8 @@ impl Core {
                     record,
                     executed,
                     inquired: false,
+                    progress_due_ms: 0,
+                    recovery_attempts: 0,
                 },
             );
         }
@@ -193,7 +200,7 @@ impl Core {
             .map(|(t0, _)| *t0)
             .collect();
         for t0 in undecided {
-            core.set_timer(0, t0, Timer::Progress);
+            core.set_progress(t0, 0);
         }
         // Home node: its own decided transactions may still lack acknowledgements; ask again.
         let own_decided: Vec<T0> = core
@@ -491,6 +498,28 @@ impl Core {
 
     pub(crate) fn set_timer(&mut self, due_ms: u64, t0: T0, timer: Timer) {
         self.timers.insert((due_ms, t0, timer));
+    }
+
+    /// Sets when this replica next checks whether `t0` is stuck (replacing any earlier
+    /// deadline).
+    pub(crate) fn set_progress(&mut self, t0: T0, due_ms: u64) {
+        if let Some(state) = self.txs.get_mut(&t0) {
+            state.progress_due_ms = due_ms;
+            self.timers.insert((due_ms, t0, Timer::Progress));
+        }
+    }
+
+    /// Someone is visibly working on `t0` (its coordinator re-sent a phase, or another
+    /// recovery coordinator took over): look at it again only after a full timeout.
+    pub(crate) fn defer_progress(&mut self, t0: T0) {
+        let due = self.now_ms() + self.config.recovery_timeout_ms;
+        if self
+            .txs
+            .get(&t0)
+            .is_some_and(|state| state.progress_due_ms < due)
+        {
+            self.set_progress(t0, due);
+        }
     }
 
     pub(crate) fn mark_dirty(&mut self, t0: T0) {

@@ -7,7 +7,7 @@ use synevi_types::{
     Status, SyneviError, TxBody, T, T0,
 };
 
-use crate::core::{Core, Timer, TxState};
+use crate::core::{Core, TxState};
 
 impl Core {
     /// Makes sure the replica holds a state for `t0`, learning `body` if it is new. Returns
@@ -24,10 +24,12 @@ impl Core {
                     record: Core::blank_record(t0, None),
                     executed: false,
                     inquired: false,
+                    progress_due_ms: 0,
+                    recovery_attempts: 0,
                 },
             );
             let due = self.now_ms() + self.config.recovery_timeout_ms;
-            self.set_timer(due, t0, Timer::Progress);
+            self.set_progress(t0, due);
         }
         if let Some(body) = body {
             let Some(state) = self.txs.get_mut(&t0) else {
@@ -81,7 +83,7 @@ impl Core {
                 return;
             }
             if record.status == Status::PreAccepted {
-                // A retransmission: answer what was answered before.
+                // A retransmission: the coordinator is alive; answer what was answered before.
                 let reply = PreAcceptOk {
                     t0,
                     t: record.t,
@@ -137,6 +139,10 @@ impl Core {
         let keys = message.body.keys;
         self.conflicts.witness(&keys, message.t.0);
         self.mark_dirty(t0);
+        if from != self.serial {
+            // A coordinator is driving it: no need to recover it soon.
+            self.defer_progress(t0);
+        }
         let deps = self.conflicts.deps(&keys, message.t.0, t0);
         let reply = AcceptOk {
             t0,
@@ -184,6 +190,7 @@ impl Core {
         state.record.status = Status::Committed;
         state.record.t = message.t;
         state.record.deps = message.deps.clone();
+        self.stats.committed_deps_total += message.deps.len() as u64;
         self.conflicts.witness(&message.body.keys, message.t.0);
         self.mark_dirty(t0);
         self.on_decided(t0);
@@ -247,10 +254,15 @@ impl Core {
         if promise_raised {
             state.record.promised = message.ballot;
         }
+        let other_coordinator = from != self.serial;
         let never_pre_accepted = state.record.status == Status::Promised;
         let has_body = state.record.body.is_some();
         if promise_raised {
             self.mark_dirty(t0);
+            if other_coordinator {
+                // Another node is recovering it: give it time before competing.
+                self.defer_progress(t0);
+            }
         }
         if never_pre_accepted && has_body {
             self.pre_accept_locally(t0);

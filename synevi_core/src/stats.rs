@@ -23,6 +23,9 @@ pub struct Stats {
     pub messages_sent: u64,
     /// Protocol messages this node received.
     pub messages_received: u64,
+    /// Sum of the deps sizes of the transactions this node committed (divide by the commits
+    /// for the mean dependency set size).
+    pub committed_deps_total: u64,
     /// Catch-up inquiries this node sent for dependencies it waited on.
     pub inquiries_sent: u64,
     /// Current: transactions whose protocol state this node holds.

@@ -4,6 +4,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::T0;
 
@@ -115,9 +116,12 @@ impl fmt::Debug for Keys {
 
 /// The dependencies of a transaction: the `t0`s of the conflicting transactions it may have
 /// to execute after. Kept sorted and free of duplicates; decoding refuses anything else.
+///
+/// Immutable and shared: a transaction's deps travel in several messages and records, and
+/// cloning them costs a reference count, not a copy.
 #[derive(Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "Vec<T0>", into = "Vec<T0>")]
-pub struct Deps(Vec<T0>);
+pub struct Deps(Arc<[T0]>);
 
 impl TryFrom<Vec<T0>> for Deps {
     type Error = String;
@@ -125,7 +129,7 @@ impl TryFrom<Vec<T0>> for Deps {
     /// Accepts only strictly ascending lists: what [`Deps`] always holds.
     fn try_from(t0s: Vec<T0>) -> Result<Self, Self::Error> {
         if t0s.windows(2).all(|pair| pair[0] < pair[1]) {
-            Ok(Deps(t0s))
+            Ok(Deps(t0s.into()))
         } else {
             Err("deps must be strictly ascending".to_string())
         }
@@ -134,30 +138,30 @@ impl TryFrom<Vec<T0>> for Deps {
 
 impl From<Deps> for Vec<T0> {
     fn from(deps: Deps) -> Self {
-        deps.0
+        deps.0.to_vec()
     }
 }
 
 impl Deps {
     /// No dependencies.
-    pub const fn new() -> Deps {
-        Deps(Vec::new())
+    pub fn new() -> Deps {
+        Deps::default()
     }
 
     /// Dependencies from any list of `t0`s (sorted and deduplicated here).
     pub fn from_unsorted(mut t0s: Vec<T0>) -> Deps {
         t0s.sort_unstable();
         t0s.dedup();
-        Deps(t0s)
+        Deps(t0s.into())
     }
 
     /// Adds every dependency of `other` to `self`.
     pub fn union_with(&mut self, other: &Deps) {
-        if other.0.is_empty() {
+        if other.0.is_empty() || Arc::ptr_eq(&self.0, &other.0) {
             return;
         }
         if self.0.is_empty() {
-            self.0 = other.0.clone();
+            self.0 = Arc::clone(&other.0);
             return;
         }
         let (a, b) = (&self.0, &other.0);
@@ -180,9 +184,13 @@ impl Deps {
                 }
             }
         }
+        if j == b.len() && merged.len() == i {
+            // `other` added nothing: keep sharing.
+            return;
+        }
         merged.extend_from_slice(&a[i..]);
         merged.extend_from_slice(&b[j..]);
-        self.0 = merged;
+        self.0 = merged.into();
     }
 
     /// Whether `t0` is a dependency.
@@ -211,8 +219,11 @@ impl Deps {
     }
 
     /// Keeps only the dependencies for which `keep` returns true.
-    pub fn retain(&mut self, keep: impl FnMut(&T0) -> bool) {
-        self.0.retain(keep);
+    pub fn retain(&mut self, mut keep: impl FnMut(&T0) -> bool) {
+        let kept: Vec<T0> = self.0.iter().copied().filter(|t0| keep(t0)).collect();
+        if kept.len() != self.0.len() {
+            self.0 = kept.into();
+        }
     }
 }
 

@@ -14,11 +14,12 @@ impl Core {
     /// this node first asks its peers (it may just have missed the commit), and if that does
     /// not help, becomes its recovery coordinator.
     pub(crate) fn on_progress_timer(&mut self, t0: T0) {
+        let now = self.now_ms();
         let Some(state) = self.txs.get_mut(&t0) else {
             return;
         };
-        if state.record.status.is_decided() {
-            return;
+        if state.record.status.is_decided() || state.progress_due_ms > now {
+            return; // decided, or the deadline moved later (another timer entry covers it)
         }
         if !state.inquired {
             state.inquired = true;
@@ -29,14 +30,14 @@ impl Core {
                 .filter(|voter| *voter != self.serial)
                 .collect();
             self.send_to(&others, Message::Inquire(Inquire { t0s: vec![t0] }));
-            let due = self.now_ms() + self.config.recovery_timeout_ms / 2 + 1;
-            self.set_timer(due, t0, Timer::Progress);
+            let due = now + self.config.recovery_timeout_ms / 2 + 1;
+            self.set_progress(t0, due);
             return;
         }
         if self.coordinations.contains_key(&t0) {
             // Still driving it (slowly): look again later.
-            let due = self.now_ms() + self.config.recovery_timeout_ms;
-            self.set_timer(due, t0, Timer::Progress);
+            let due = now + self.config.recovery_timeout_ms;
+            self.set_progress(t0, due);
             return;
         }
         self.start_recovery(t0);
@@ -151,6 +152,34 @@ impl Core {
             return;
         }
 
+        // Answers given without the transaction (this recovery started from an id only and
+        // learned the body from another answer) are no pre-accepts: their `t` proves nothing
+        // about what they witnessed. Ask those voters again, with the body, before deciding;
+        // otherwise "the highest answered t" can be below a conflicting commit (found by the
+        // simulator, seed 16020140).
+        let unpreaccepted: Vec<Serial> = match &coordination.phase {
+            Phase::Recover { replies } => replies
+                .iter()
+                .filter(|(_, reply)| reply.status == Status::Promised)
+                .map(|(serial, _)| *serial)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !unpreaccepted.is_empty() {
+            let ballot = coordination.ballot;
+            let body = coordination.body.clone();
+            if let Some(Coordination {
+                phase: Phase::Recover { replies },
+                ..
+            }) = self.coordinations.get_mut(&t0)
+            {
+                replies.retain(|serial, _| !unpreaccepted.contains(serial));
+            }
+            let again = Message::BeginRecovery(BeginRecovery { t0, ballot, body });
+            self.send_to(&unpreaccepted, again);
+            return;
+        }
+
         // 4. Only pre-accepted answers. The fast path may have been taken only if enough of
         //    the electorate could have answered t0 and no evidence rules it out.
         let (fast_votes, electorate_answered) = self.electorate_votes(t0);
@@ -187,7 +216,7 @@ impl Core {
             self.coordinations.remove(&t0);
             for other in wait_for.iter().copied().collect::<Vec<_>>() {
                 let due = self.now_ms();
-                self.set_timer(due, other, Timer::Progress);
+                self.set_progress(other, due);
             }
             self.backoff_progress(t0);
             return;

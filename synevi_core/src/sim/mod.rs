@@ -770,7 +770,12 @@ impl<E: Executor> Simulation<E> {
     fn on_deliver(&mut self, envelope: Envelope) -> Result<(), Violation> {
         let to = envelope.to;
         let now = self.now(to);
-        let line = format!("{} from {}", envelope.message.kind(), envelope.from);
+        let line = format!(
+            "{} from {}{}",
+            envelope.message.kind(),
+            envelope.from,
+            describe(&envelope.message)
+        );
         let t0s = envelope.message.t0s();
         let Some(core) = self.nodes.get_mut(&to).and_then(|n| n.core.as_mut()) else {
             self.report.dropped += 1;
@@ -1170,6 +1175,29 @@ fn execute<E: Executor>(executor: &E, payload: &Bytes) -> SyneviResult<E> {
 
 fn decode_keys<E: Executor>(payload: &Bytes) -> Keys {
     E::Tx::from_bytes(payload.to_vec()).map_or(Keys::All, |tx| tx.keys())
+}
+
+/// The details of a message a trace reader needs to follow a decision.
+fn describe(message: &synevi_types::Message) -> String {
+    use synevi_types::Message;
+    match message {
+        Message::PreAcceptOk(m) => format!(" (t {:?}, {} deps)", m.t, m.deps.len()),
+        Message::Accept(m) => format!(" ({:?}, t {:?}, {} deps)", m.ballot, m.t, m.deps.len()),
+        Message::Commit(m) => format!(" (t {:?}, deps {:?})", m.t, m.deps),
+        Message::BeginRecovery(m) => format!(" ({:?}, body {})", m.ballot, m.body.is_some()),
+        Message::RecoverOk(m) => format!(
+            " ({:?} {:?} t {:?} accepted {:?}, rejects fast path {}, wait {:?}, witnessed {:?})",
+            m.ballot,
+            m.status,
+            m.t,
+            m.accepted,
+            m.rejects_fast_path,
+            m.earlier_accepted_no_witness,
+            m.earlier_committed_witness
+        ),
+        Message::Nack(m) => format!(" (promised {:?})", m.promised),
+        _ => String::new(),
+    }
 }
 
 fn internal(what: &str) -> Violation {
