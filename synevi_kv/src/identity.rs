@@ -25,12 +25,18 @@ pub const IDENTITY_FILE: &str = "identity.toml";
 pub const CLUSTER_FILE: &str = "cluster.toml";
 
 /// The high 80 bits of every derived node id: the ASCII bytes of "synevi-kv" and a zero,
-/// so a derived id is recognisable in logs (`default_node_id(1)` is
-/// `3KSVQ6AXK9DNNP000000000001`).
+/// so a derived id is recognisable in logs.
 const DERIVED_ID_PREFIX: u128 = 0x7379_6e65_7669_2d6b_7600 << 48;
 
 /// The node id a node with this serial has unless one is chosen explicitly: a fixed
 /// prefix and the serial.
+///
+/// ```
+/// use synevi_kv::identity::default_node_id;
+///
+/// assert_eq!(default_node_id(1).to_string(), "3KF5Q6AXK95NNQC00000000001");
+/// assert_eq!(default_node_id(3).to_string(), "3KF5Q6AXK95NNQC00000000003");
+/// ```
 pub fn default_node_id(serial: u16) -> Ulid {
     Ulid(DERIVED_ID_PREFIX | u128::from(serial))
 }
