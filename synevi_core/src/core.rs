@@ -134,8 +134,15 @@ impl Core {
                 clock_floor: Timestamp::ZERO,
                 applied_count: 0,
                 applied_digest: [0; 32],
+                members: Vec::new(),
             },
         };
+        for &(member, voter) in &meta.members {
+            quorums.add(member, voter)?;
+        }
+        if config.fast_path_electorate.is_some() && !meta.members.is_empty() {
+            quorums.set_electorate(config.fast_path_electorate.as_deref())?;
+        }
         // Nothing this node issued or witnessed before the restart may be issued again.
         let mut clock = Hlc::with_floor(serial, meta.clock_floor);
         for record in &stored.transactions {
@@ -224,8 +231,29 @@ impl Core {
 
     /// Adds a member; `voter` members take part in quorums, others only learn commits.
     /// Membership is static: add every member before submitting transactions.
+    ///
+    /// Members are persisted with the node's metadata: a restarted node knows them at once,
+    /// and adding a member it already knows (with the same `voter`) again is a no-op.
     pub fn add_member(&mut self, serial: Serial, voter: bool) -> Result<(), SyneviError> {
+        if serial == self.serial {
+            return Err(SyneviError::InvalidConfig(format!(
+                "node {serial} cannot add itself as a member"
+            )));
+        }
+        if let Some(&(_, known_voter)) = self.meta.members.iter().find(|(s, _)| *s == serial) {
+            return if known_voter == voter {
+                Ok(())
+            } else {
+                Err(SyneviError::InvalidConfig(format!(
+                    "member {serial} is already known as a {}",
+                    if known_voter { "voter" } else { "learner" }
+                )))
+            };
+        }
         self.quorums.add(serial, voter)?;
+        self.meta.members.push((serial, voter));
+        self.meta.members.sort_unstable();
+        self.meta_dirty = true;
         if self.config.fast_path_electorate.is_some() {
             // Complain only once every electorate member is known.
             let electorate = self.config.fast_path_electorate.as_deref();

@@ -112,6 +112,7 @@ pub(crate) fn meta(applied_count: u64) -> NodeMeta {
         clock_floor: Timestamp::new(applied_count * 3, 1, SERIAL),
         applied_count,
         applied_digest: [applied_count as u8; 32],
+        members: vec![(2, true), (3, false)],
     }
 }
 

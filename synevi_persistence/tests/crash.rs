@@ -60,6 +60,7 @@ fn meta(applied_count: u64) -> NodeMeta {
         clock_floor: Timestamp::new(applied_count, 0, SERIAL),
         applied_count,
         applied_digest: [0; 32],
+        members: vec![(2, true), (3, false)],
     }
 }
 

@@ -92,6 +92,10 @@ pub struct NodeMeta {
     /// Two nodes that executed the same transactions with the same results have the same
     /// digest, whatever order non-conflicting transactions ran in.
     pub applied_digest: [u8; 32],
+    /// The other members, by serial, with whether each votes. Kept so that a restarted node
+    /// knows its quorums before the application adds its members again: without it, a node
+    /// would briefly believe it is a cluster of one and decide alone.
+    pub members: Vec<(Serial, bool)>,
 }
 
 /// Everything one store commit writes. The driver gathers many transactions' changes into
