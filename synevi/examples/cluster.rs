@@ -77,8 +77,13 @@ async fn main() -> Result<(), SyneviError> {
         )
         .await?;
         for peer in (1..=3u16).filter(|peer| *peer != serial) {
-            node.add_member(ids[usize::from(peer - 1)], peer, format!("local:{peer}"), true)
-                .await?;
+            node.add_member(
+                ids[usize::from(peer - 1)],
+                peer,
+                format!("local:{peer}"),
+                true,
+            )
+            .await?;
         }
         nodes.push(node);
         banks.push(bank);
@@ -128,11 +133,18 @@ async fn main() -> Result<(), SyneviError> {
             status.stats.fast_path_commits,
             status.stats.slow_path_commits,
             status.applied_count,
-            status.applied_digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            status.applied_digest[..6]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
             balances.values().sum::<u64>(),
         );
     }
-    let reference = banks[0].balances.lock().map_err(|_| SyneviError::ShutDown)?.clone();
+    let reference = banks[0]
+        .balances
+        .lock()
+        .map_err(|_| SyneviError::ShutDown)?
+        .clone();
     for bank in &banks[1..] {
         let balances = bank.balances.lock().map_err(|_| SyneviError::ShutDown)?;
         assert_eq!(*balances, reference, "every node holds the same balances");

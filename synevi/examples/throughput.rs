@@ -32,7 +32,13 @@ impl Transaction for Put {
             what: "Put",
             reason: "9 bytes".into(),
         };
-        let key = u64::from_le_bytes(bytes.get(..8).ok_or_else(decode)?.try_into().map_err(|_| decode())?);
+        let key = u64::from_le_bytes(
+            bytes
+                .get(..8)
+                .ok_or_else(decode)?
+                .try_into()
+                .map_err(|_| decode())?,
+        );
         Ok(Put {
             key,
             all: bytes.get(8) == Some(&1),
@@ -69,9 +75,17 @@ async fn main() -> Result<(), SyneviError> {
     let ids: Vec<Ulid> = (0..3).map(|_| Ulid::new()).collect();
     let mut nodes = Vec::new();
     for serial in 1..=3u16 {
-        let node = Node::new(ids[usize::from(serial - 1)], serial, hub.network(serial), Sink, MemStore::new(serial)?).await?;
+        let node = Node::new(
+            ids[usize::from(serial - 1)],
+            serial,
+            hub.network(serial),
+            Sink,
+            MemStore::new(serial)?,
+        )
+        .await?;
         for peer in (1..=3u16).filter(|peer| *peer != serial) {
-            node.add_member(ids[usize::from(peer - 1)], peer, String::new(), true).await?;
+            node.add_member(ids[usize::from(peer - 1)], peer, String::new(), true)
+                .await?;
         }
         nodes.push(node);
     }
@@ -95,7 +109,8 @@ async fn main() -> Result<(), SyneviError> {
         }));
     }
     for task in tasks {
-        task.await.map_err(|e| SyneviError::Store(e.to_string()))??;
+        task.await
+            .map_err(|e| SyneviError::Store(e.to_string()))??;
     }
     let elapsed = started.elapsed();
     let stats: Vec<_> = nodes.iter().map(|n| n.stats()).collect();

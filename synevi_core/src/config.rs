@@ -38,7 +38,7 @@ impl Default for Config {
             transaction_timeout_ms: 10_000,
             fast_path_wait_ms: 10,
             retransmit_interval_ms: 250,
-            recovery_timeout_ms: 1_000,
+            recovery_timeout_ms: 2_000,
             recovery_backoff_ms_max: 500,
             fast_path_electorate: None,
             batch_inputs_max: 1_024,

@@ -537,6 +537,20 @@ impl Core {
         }
     }
 
+    /// How long this replica first waits before it looks at `t0`: one recovery timeout per
+    /// place after the home node in ring order of the voters. The replica next to the home
+    /// node steps in first and the others see its recovery (and defer) before their turn, so
+    /// an overloaded cluster does not have every replica recovering every slow transaction.
+    pub(crate) fn first_progress_delay(&self, t0: T0) -> u64 {
+        let voters: Vec<Serial> = self.quorums.voters().collect();
+        let position = |serial: Serial| voters.iter().position(|s| *s == serial);
+        let rank = match (position(self.serial), position(t0.0.serial)) {
+            (Some(own), Some(home)) => (own + voters.len() - home) % voters.len(),
+            _ => voters.len(),
+        };
+        self.config.recovery_timeout_ms * (1 + rank as u64)
+    }
+
     /// Someone is visibly working on `t0` (its coordinator re-sent a phase, or another
     /// recovery coordinator took over): look at it again only after a full timeout.
     pub(crate) fn defer_progress(&mut self, t0: T0) {

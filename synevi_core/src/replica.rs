@@ -28,7 +28,7 @@ impl Core {
                     recovery_attempts: 0,
                 },
             );
-            let due = self.now_ms() + self.config.recovery_timeout_ms;
+            let due = self.now_ms() + self.first_progress_delay(t0);
             self.set_progress(t0, due);
         }
         if let Some(body) = body {

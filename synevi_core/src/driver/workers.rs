@@ -82,7 +82,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         jobs_receiver,
         workers.command_sender,
     ));
-    let core = tokio::spawn(core_loop(CoreLoop {
+    let state = CoreLoop {
         core: workers.core,
         clock: workers.clock,
         batch_inputs_max: workers.config.batch_inputs_max,
@@ -91,7 +91,19 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         rounds,
         status: workers.status,
         waiters: FxHashMap::default(),
-    }));
+    };
+    // The core gets a thread of its own: under load it is the busiest worker, and on the
+    // application's runtime it would starve the network's I/O tasks, delaying messages past
+    // the protocol's timeouts (seen with 5 nodes over gRPC on 2 cores).
+    let core = tokio::task::spawn_blocking(move || {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(core_loop(state)),
+            Err(error) => tracing::error!(%error, "cannot start the core's runtime"),
+        }
+    });
     vec![core, persister, executor]
 }
 
@@ -116,10 +128,13 @@ enum Input<E: Executor> {
 
 async fn core_loop<E: Executor>(mut state: CoreLoop<E>) {
     loop {
+        // The core counts whole milliseconds and an input's time is rounded down, so waking
+        // one millisecond after the due tick guarantees that at least the configured
+        // duration really passed (a client's timeout is never early).
         let deadline = state
             .core
             .next_deadline()
-            .map(|ms| state.clock.instant_of(ms));
+            .map(|ms| state.clock.instant_of(ms + 1));
         let first = tokio::select! {
             biased;
             command = state.commands.recv() => command.map_or(Input::Closed, Input::Command),
