@@ -1,0 +1,325 @@
+//! The floor: what this machine allows at best, measured in the same run as the workloads.
+//!
+//! - A bare gRPC round trip between two of the harness's `GrpcNetwork`s (one echoes what it
+//!   receives), one message at a time (latency) and with many in flight (messages/s). The
+//!   protocol's fast path is one such round trip plus the nodes' own work.
+//! - A synced LMDB commit of a small [`WriteBatch`] through [`LmdbStore`]'s `Store::commit`:
+//!   the durability every protocol step waits for, at most this often per node per second.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use synevi::network::GrpcNetwork;
+use synevi::persistence::LmdbStore;
+use synevi::types::{
+    Applied, Ballot, Deps, Envelope, Inbox, Keys, Member, Message, Network, Status, Store,
+    Timestamp, TxBody, TxRecord, WriteBatch, T, T0,
+};
+use synevi::Ulid;
+use tokio::sync::mpsc;
+
+use crate::tx::SEED_PAYLOAD;
+use crate::workload::{latency_histogram, Latency};
+
+/// How many of each measurement to make.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct FloorCounts {
+    /// Sequential gRPC round trips.
+    pub ping_pongs: u64,
+    /// Round trips with [`PIPELINE_WINDOW`] in flight.
+    pub pipelined: u64,
+    /// Sequential LMDB commits.
+    pub lmdb_commits: u64,
+}
+
+/// Round trips in flight in the pipelined gRPC measurement.
+pub const PIPELINE_WINDOW: u64 = 256;
+
+/// Sequential round trips over gRPC.
+#[derive(Clone, Debug, Serialize)]
+pub struct PingPong {
+    /// Round trips measured.
+    pub round_trips: u64,
+    /// Per round trip.
+    pub latency: Latency,
+    /// Round trips per second, one at a time.
+    pub round_trips_per_s: f64,
+    /// Messages per second (two per round trip), one round trip at a time.
+    pub messages_per_s: f64,
+}
+
+/// Round trips over gRPC with many in flight: what the link carries at most.
+#[derive(Clone, Debug, Serialize)]
+pub struct Pipelined {
+    /// Round trips in flight.
+    pub window: u64,
+    /// Round trips measured.
+    pub round_trips: u64,
+    /// Messages (both directions) per second.
+    pub messages_per_s: f64,
+    /// CPU per message, whole process, microseconds.
+    pub cpu_per_message_us: f64,
+}
+
+/// Sequential synced LMDB commits.
+#[derive(Clone, Debug, Serialize)]
+pub struct LmdbCommit {
+    /// Commits measured.
+    pub commits: u64,
+    /// Per commit.
+    pub latency: Latency,
+    /// Commits per second, one at a time.
+    pub commits_per_s: f64,
+}
+
+/// The floor of this machine.
+#[derive(Clone, Debug, Serialize)]
+pub struct Floor {
+    /// gRPC, one message at a time.
+    pub grpc_ping_pong: PingPong,
+    /// gRPC, many messages in flight.
+    pub grpc_pipelined: Pipelined,
+    /// LMDB, one synced commit at a time.
+    pub lmdb_commit: LmdbCommit,
+}
+
+/// Measures the floor.
+pub async fn measure(
+    counts: FloorCounts,
+    data_dir: &Path,
+    progress: &ProgressBar,
+) -> anyhow::Result<Floor> {
+    progress.set_length(counts.ping_pongs + counts.pipelined + counts.lmdb_commits);
+    let pair = EchoPair::start().await?;
+    let grpc_ping_pong = pair.ping_pong(counts.ping_pongs, progress).await?;
+    let grpc_pipelined = pair.pipelined(counts.pipelined, progress).await?;
+    pair.shutdown().await;
+    let lmdb_commit = lmdb_commits(counts.lmdb_commits, data_dir, progress).await?;
+    Ok(Floor {
+        grpc_ping_pong,
+        grpc_pipelined,
+        lmdb_commit,
+    })
+}
+
+/// Hands what node 1 receives to the measuring task.
+struct Forward(mpsc::UnboundedSender<Envelope>);
+
+impl Inbox for Forward {
+    fn deliver(&self, envelope: Envelope) {
+        let _ = self.0.send(envelope);
+    }
+}
+
+/// Node 2 sends back whatever it receives.
+struct Echo(GrpcNetwork);
+
+impl Inbox for Echo {
+    fn deliver(&self, envelope: Envelope) {
+        self.0.send(Envelope {
+            from: envelope.to,
+            to: envelope.from,
+            message: envelope.message,
+        });
+    }
+}
+
+/// Two gRPC networks on 127.0.0.1: node 1 measures, node 2 echoes.
+struct EchoPair {
+    one: GrpcNetwork,
+    two: GrpcNetwork,
+    replies: tokio::sync::Mutex<mpsc::UnboundedReceiver<Envelope>>,
+}
+
+/// How long a round trip may take before the floor gives up: the link is broken.
+const REPLY_PATIENCE: Duration = Duration::from_secs(10);
+
+impl EchoPair {
+    async fn start() -> anyhow::Result<EchoPair> {
+        let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (ids, serials) = ([Ulid::new(), Ulid::new()], [1u16, 2u16]);
+        let one = GrpcNetwork::new(any_port, String::new(), ids[0], serials[0]);
+        let two = GrpcNetwork::new(any_port, String::new(), ids[1], serials[1]);
+        let (sender, replies) = mpsc::unbounded_channel();
+        one.start(Arc::new(Forward(sender)))
+            .await
+            .context("floor: gRPC network 1 could not start on 127.0.0.1")?;
+        two.start(Arc::new(Echo(two.clone())))
+            .await
+            .context("floor: gRPC network 2 could not start on 127.0.0.1")?;
+        let url = |network: &GrpcNetwork| -> anyhow::Result<String> {
+            let addr = network
+                .local_addr()
+                .context("a started gRPC network has no address")?;
+            Ok(format!("http://{addr}"))
+        };
+        one.add_member(Member {
+            node_id: ids[1],
+            serial: serials[1],
+            host: url(&two)?,
+        })
+        .await
+        .context("floor: network 1 could not add network 2")?;
+        two.add_member(Member {
+            node_id: ids[0],
+            serial: serials[0],
+            host: url(&one)?,
+        })
+        .await
+        .context("floor: network 2 could not add network 1")?;
+        let pair = EchoPair {
+            one,
+            two,
+            replies: tokio::sync::Mutex::new(replies),
+        };
+        // Connections are made on first use: warm them up.
+        for sequence in 0..100 {
+            pair.round_trip(sequence).await?;
+        }
+        Ok(pair)
+    }
+
+    fn ping(sequence: u64) -> Envelope {
+        Envelope {
+            from: 1,
+            to: 2,
+            message: Message::Applied(Applied {
+                t0s: vec![T0(Timestamp::new(sequence, 0, 1))],
+            }),
+        }
+    }
+
+    async fn receive(&self) -> anyhow::Result<()> {
+        let mut replies = self.replies.lock().await;
+        match tokio::time::timeout(REPLY_PATIENCE, replies.recv()).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => anyhow::bail!("floor: the gRPC network stopped delivering"),
+            Err(_) => anyhow::bail!(
+                "floor: no gRPC echo within {} s: the loopback link does not work",
+                REPLY_PATIENCE.as_secs()
+            ),
+        }
+    }
+
+    async fn round_trip(&self, sequence: u64) -> anyhow::Result<()> {
+        self.one.send(EchoPair::ping(sequence));
+        self.receive().await
+    }
+
+    async fn ping_pong(&self, count: u64, progress: &ProgressBar) -> anyhow::Result<PingPong> {
+        let mut histogram = latency_histogram();
+        let started = Instant::now();
+        for sequence in 0..count {
+            let sent = Instant::now();
+            self.round_trip(sequence).await?;
+            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            histogram.saturating_record(micros.max(1));
+            progress.inc(1);
+        }
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        Ok(PingPong {
+            round_trips: count,
+            latency: Latency::of(&histogram),
+            round_trips_per_s: count as f64 / seconds,
+            messages_per_s: 2.0 * count as f64 / seconds,
+        })
+    }
+
+    async fn pipelined(&self, count: u64, progress: &ProgressBar) -> anyhow::Result<Pipelined> {
+        let cpu_before = crate::machine::cpu_time();
+        let started = Instant::now();
+        let mut sent = 0;
+        while sent < count.min(PIPELINE_WINDOW) {
+            self.one.send(EchoPair::ping(sent));
+            sent += 1;
+        }
+        for _ in 0..count {
+            self.receive().await?;
+            progress.inc(1);
+            if sent < count {
+                self.one.send(EchoPair::ping(sent));
+                sent += 1;
+            }
+        }
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        let cpu = crate::machine::cpu_time().saturating_sub(cpu_before);
+        Ok(Pipelined {
+            window: PIPELINE_WINDOW,
+            round_trips: count,
+            messages_per_s: 2.0 * count as f64 / seconds,
+            cpu_per_message_us: cpu.as_secs_f64() * 1e6 / (2.0 * count.max(1) as f64),
+        })
+    }
+
+    async fn shutdown(self) {
+        self.one.shutdown().await;
+        self.two.shutdown().await;
+    }
+}
+
+/// A small batch as the driver writes for one pre-accepted transaction.
+fn small_batch(sequence: u64) -> WriteBatch {
+    let t0 = T0(Timestamp::new(sequence + 1, 0, 1));
+    WriteBatch {
+        transactions: vec![TxRecord {
+            t0,
+            status: Status::PreAccepted,
+            t: T(t0.0),
+            deps: Deps::default(),
+            promised: Ballot::ZERO,
+            accepted: Ballot::ZERO,
+            body: Some(TxBody {
+                id: u128::from(sequence),
+                keys: Keys::single("k"),
+                payload: Bytes::from_static(SEED_PAYLOAD),
+            }),
+        }],
+        ..WriteBatch::default()
+    }
+}
+
+async fn lmdb_commits(
+    count: u64,
+    data_dir: &Path,
+    progress: &ProgressBar,
+) -> anyhow::Result<LmdbCommit> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    let dir = tempfile::Builder::new()
+        .prefix("floor-")
+        .tempdir_in(data_dir)
+        .with_context(|| format!("cannot create a directory in {}", data_dir.display()))?;
+    let path = dir.path().join("lmdb");
+    let progress = progress.clone();
+    // The store blocks on fsync: off the async workers, as the node driver does it.
+    tokio::task::spawn_blocking(move || -> anyhow::Result<LmdbCommit> {
+        let store = LmdbStore::new(&path, 1)
+            .with_context(|| format!("floor: cannot open an LMDB store in {}", path.display()))?;
+        let mut histogram = latency_histogram();
+        let started = Instant::now();
+        for sequence in 0..count {
+            let batch = small_batch(sequence);
+            let sent = Instant::now();
+            store
+                .commit(&batch)
+                .with_context(|| format!("floor: LMDB commit {sequence} failed"))?;
+            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+            histogram.saturating_record(micros.max(1));
+            progress.inc(1);
+        }
+        let seconds = started.elapsed().as_secs_f64().max(1e-9);
+        Ok(LmdbCommit {
+            commits: count,
+            latency: Latency::of(&histogram),
+            commits_per_s: count as f64 / seconds,
+        })
+    })
+    .await
+    .context("the LMDB floor measurement panicked")?
+}

@@ -1,0 +1,341 @@
+//! The long run: closed-loop clients for millions of transactions or many minutes, with the
+//! process's resident memory sampled every few seconds. Memory must stay flat once warm:
+//! protocol state of transactions every node executed is released (DESIGN §6.7).
+
+use std::time::{Duration, Instant};
+
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::cluster::{Cluster, ClusterCounters, ClusterSpec, NetworkKind, StoreKind};
+use crate::machine::{self, Resident};
+use crate::workload::{self, KeyMode, Latency, Limit};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LongSpec {
+    /// The cluster.
+    pub cluster: ClusterSpec,
+    /// Closed-loop clients.
+    pub clients: usize,
+    /// What the transactions touch.
+    pub keys: KeyMode,
+    /// Stop after this many transactions...
+    pub txns: u64,
+    /// ...or after this long, whichever comes first.
+    pub duration: Option<Duration>,
+    /// How often to sample memory.
+    pub sample_every: Duration,
+}
+
+/// One sample.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds since the clients started.
+    pub elapsed_s: f64,
+    /// Transactions committed so far.
+    pub committed: u64,
+    /// Errors so far.
+    pub errors: u64,
+    /// Throughput since the previous sample.
+    pub interval_tps: f64,
+    /// Median latency since the previous sample, microseconds.
+    pub interval_p50_us: u64,
+    /// 99th percentile latency since the previous sample, microseconds.
+    pub interval_p99_us: u64,
+    /// The process's resident memory.
+    pub resident: Resident,
+    /// Protocol state held in the cores, all nodes (transactions not yet forgotten).
+    pub transactions_held: u64,
+    /// Transaction records in the stores, all nodes.
+    pub stored_transactions: u64,
+}
+
+/// What the long run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct LongResult {
+    /// Nodes.
+    pub nodes: u16,
+    /// Their network.
+    pub network: NetworkKind,
+    /// Their stores.
+    pub store: StoreKind,
+    /// What the transactions touch.
+    pub keys: KeyMode,
+    /// Closed-loop clients.
+    pub clients: usize,
+    /// Transactions committed.
+    pub committed: u64,
+    /// Errors.
+    pub errors: u64,
+    /// The first error, if any.
+    pub first_error: Option<String>,
+    /// Seconds the clients ran.
+    pub wall_s: f64,
+    /// `committed / wall_s`.
+    pub throughput_tps: f64,
+    /// Over the whole run.
+    pub latency: Latency,
+    /// CPU per committed transaction, all nodes, microseconds.
+    pub cpu_per_txn_us: f64,
+    /// `cpu / (wall × cores)`.
+    pub cpu_utilisation: f64,
+    /// Counters over the run, all nodes summed.
+    pub counters: ClusterCounters,
+    /// Every sample, in order.
+    pub samples: Vec<Sample>,
+    /// The memory verdict.
+    pub memory: MemoryVerdict,
+}
+
+/// Whether memory stayed flat once warm.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryVerdict {
+    /// The sample taken as "warm": the first at or after a quarter of the run.
+    pub warm_elapsed_s: f64,
+    /// `VmRSS` at the warm sample, KiB.
+    pub warm_rss_kib: u64,
+    /// `VmRSS` at the last sample, KiB.
+    pub final_rss_kib: u64,
+    /// Largest `VmRSS` from the warm sample on, KiB.
+    pub max_rss_after_warm_kib: u64,
+    /// Least-squares slope of `VmRSS` from the warm sample on, KiB per minute.
+    pub slope_kib_per_min: f64,
+    /// `(final - warm) / warm`.
+    pub growth_after_warm: f64,
+    /// Growth after warm at most [`FLAT_GROWTH_MAX`].
+    pub flat: bool,
+}
+
+/// The most `VmRSS` may grow from the warm sample to the last one for memory to count as
+/// flat. Allocators keep freed memory and fragment; a leak of protocol state grows without
+/// bound, in proportion to the transactions run.
+pub const FLAT_GROWTH_MAX: f64 = 0.10;
+
+/// Writes a line above the progress bar, or to stderr when the bar is hidden.
+pub fn say(progress: &ProgressBar, line: &str) {
+    if progress.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        progress.println(line);
+    }
+}
+
+/// Runs the long run.
+pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<LongResult> {
+    let cluster = Cluster::start(&spec.cluster).await?;
+    let started = Instant::now();
+    let until = spec.duration.map(|duration| started + duration);
+    let by_time = spec.duration.is_some();
+    if by_time {
+        let seconds = spec.duration.map_or(0, |duration| duration.as_secs());
+        progress.set_length(seconds);
+    } else {
+        progress.set_length(spec.txns);
+    }
+    let counting = if by_time {
+        ProgressBar::hidden()
+    } else {
+        progress.clone()
+    };
+    let counters_before = cluster.counters();
+    let cpu_before = machine::cpu_time();
+    let limit = Limit {
+        txns: spec.txns,
+        until,
+    };
+    let (clients, tasks) =
+        workload::start_clients(&cluster, spec.clients, spec.keys, limit, &counting);
+    let mut samples = Vec::new();
+    let mut last_sample = Instant::now();
+    let mut last_committed = 0;
+    say(
+        progress,
+        "    elapsed   committed    txns/s   p50 ms   p99 ms   VmRSS MiB  anon MiB  held  stored",
+    );
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let finished = tasks.iter().all(|task| task.is_finished());
+        if by_time {
+            progress.set_position(started.elapsed().as_secs());
+        }
+        if last_sample.elapsed() >= spec.sample_every || finished {
+            let interval = last_sample.elapsed().as_secs_f64().max(1e-9);
+            last_sample = Instant::now();
+            let committed = clients.committed();
+            let histogram = clients.take_interval();
+            let latency = Latency::of(&histogram);
+            let counters = cluster.counters();
+            let sample = Sample {
+                elapsed_s: started.elapsed().as_secs_f64(),
+                committed,
+                errors: clients.errors(),
+                interval_tps: (committed - last_committed) as f64 / interval,
+                interval_p50_us: latency.p50_us,
+                interval_p99_us: latency.p99_us,
+                resident: machine::resident().unwrap_or_default(),
+                transactions_held: counters.transactions_held,
+                stored_transactions: cluster.stored_transactions(),
+            };
+            last_committed = committed;
+            say(
+                progress,
+                &format!(
+                    "{:>10.0}s {:>11} {:>9.0} {:>8.2} {:>8.2} {:>11.1} {:>9.1} {:>5} {:>7}",
+                    sample.elapsed_s,
+                    sample.committed,
+                    sample.interval_tps,
+                    sample.interval_p50_us as f64 / 1000.0,
+                    sample.interval_p99_us as f64 / 1000.0,
+                    sample.resident.rss_kib as f64 / 1024.0,
+                    sample.resident.anon_kib as f64 / 1024.0,
+                    sample.transactions_held,
+                    sample.stored_transactions,
+                ),
+            );
+            samples.push(sample);
+        }
+        if finished {
+            break;
+        }
+    }
+    for task in tasks {
+        task.await.expect("a client task panicked");
+    }
+    let wall = started.elapsed();
+    let cpu = machine::cpu_time().saturating_sub(cpu_before);
+    let counters = cluster.counters().since(&counters_before);
+    cluster.shutdown().await;
+    let outcome = clients.outcome();
+    let memory = memory_verdict(&samples);
+    Ok(LongResult {
+        nodes: spec.cluster.nodes,
+        network: spec.cluster.network,
+        store: spec.cluster.store,
+        keys: spec.keys,
+        clients: spec.clients,
+        committed: outcome.committed,
+        errors: outcome.errors,
+        first_error: outcome.first_error,
+        wall_s: wall.as_secs_f64(),
+        throughput_tps: outcome.committed as f64 / wall.as_secs_f64().max(1e-9),
+        latency: Latency::of(&outcome.histogram),
+        cpu_per_txn_us: cpu.as_secs_f64() * 1e6 / outcome.committed.max(1) as f64,
+        cpu_utilisation: cpu.as_secs_f64()
+            / (wall.as_secs_f64().max(1e-9) * machine::cores() as f64),
+        counters,
+        samples,
+        memory,
+    })
+}
+
+/// Judges the samples: from the first sample at or after a quarter of the run, `VmRSS` may
+/// grow by at most [`FLAT_GROWTH_MAX`].
+pub fn memory_verdict(samples: &[Sample]) -> MemoryVerdict {
+    let end = samples.last().map_or(0.0, |sample| sample.elapsed_s);
+    let warm_index = samples
+        .iter()
+        .position(|sample| sample.elapsed_s >= end / 4.0)
+        .unwrap_or(0);
+    let after = &samples[warm_index.min(samples.len())..];
+    let warm = after.first().map_or(0, |sample| sample.resident.rss_kib);
+    let last = after.last().map_or(0, |sample| sample.resident.rss_kib);
+    let max = after
+        .iter()
+        .map(|sample| sample.resident.rss_kib)
+        .max()
+        .unwrap_or(0);
+    let growth = if warm == 0 {
+        0.0
+    } else {
+        (last as f64 - warm as f64) / warm as f64
+    };
+    MemoryVerdict {
+        warm_elapsed_s: after.first().map_or(0.0, |sample| sample.elapsed_s),
+        warm_rss_kib: warm,
+        final_rss_kib: last,
+        max_rss_after_warm_kib: max,
+        slope_kib_per_min: slope(after),
+        growth_after_warm: growth,
+        flat: growth <= FLAT_GROWTH_MAX,
+    }
+}
+
+/// Least-squares slope of `VmRSS` over time, KiB per minute.
+fn slope(samples: &[Sample]) -> f64 {
+    let n = samples.len() as f64;
+    if samples.len() < 2 {
+        return 0.0;
+    }
+    let mean_x = samples.iter().map(|s| s.elapsed_s).sum::<f64>() / n;
+    let mean_y = samples
+        .iter()
+        .map(|s| s.resident.rss_kib as f64)
+        .sum::<f64>()
+        / n;
+    let (mut covariance, mut variance) = (0.0, 0.0);
+    for sample in samples {
+        let dx = sample.elapsed_s - mean_x;
+        covariance += dx * (sample.resident.rss_kib as f64 - mean_y);
+        variance += dx * dx;
+    }
+    if variance == 0.0 {
+        0.0
+    } else {
+        covariance / variance * 60.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(elapsed_s: f64, rss_kib: u64) -> Sample {
+        Sample {
+            elapsed_s,
+            committed: 0,
+            errors: 0,
+            interval_tps: 0.0,
+            interval_p50_us: 0,
+            interval_p99_us: 0,
+            resident: Resident {
+                rss_kib,
+                anon_kib: rss_kib,
+                file_kib: 0,
+            },
+            transactions_held: 0,
+            stored_transactions: 0,
+        }
+    }
+
+    #[test]
+    fn memory_that_levels_off_is_flat() {
+        let samples: Vec<Sample> = (0..20)
+            .map(|i| {
+                sample(
+                    f64::from(i) * 5.0,
+                    if i < 4 {
+                        100_000 + i as u64 * 50_000
+                    } else {
+                        300_000
+                    },
+                )
+            })
+            .collect();
+        let verdict = memory_verdict(&samples);
+        assert!(verdict.flat, "{verdict:?}");
+        assert!(verdict.slope_kib_per_min.abs() < 1.0);
+    }
+
+    #[test]
+    fn memory_that_keeps_growing_is_not_flat() {
+        let samples: Vec<Sample> = (0..20)
+            .map(|i| sample(f64::from(i) * 5.0, 100_000 + i as u64 * 20_000))
+            .collect();
+        let verdict = memory_verdict(&samples);
+        assert!(!verdict.flat, "{verdict:?}");
+        assert!(verdict.slope_kib_per_min > 0.0);
+    }
+}

@@ -1,0 +1,172 @@
+//! What the harness reads off the machine and the process: CPU time, resident memory, load,
+//! and a description of the machine for the report.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// CPU time (user + system) this process has used so far, all threads together. Every node
+/// of a benchmark cluster runs in this process, so differences of this are the CPU time of
+/// the whole cluster (and of the harness's clients, which do little).
+pub fn cpu_time() -> Duration {
+    // SAFETY: `getrusage` writes into the `rusage` we hand it and reads nothing else; an
+    // all-zero `rusage` is a valid value of the plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid, exclusively borrowed `rusage`.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if status != 0 {
+        // RUSAGE_SELF with a valid pointer cannot fail (EINVAL/EFAULT only); report no time
+        // rather than stop a benchmark.
+        return Duration::ZERO;
+    }
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn timeval(value: libc::timeval) -> Duration {
+    let seconds = u64::try_from(value.tv_sec).unwrap_or(0);
+    let micros = u64::try_from(value.tv_usec).unwrap_or(0);
+    Duration::from_secs(seconds) + Duration::from_micros(micros)
+}
+
+/// The process's resident memory, from `/proc/self/status`, in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Resident {
+    /// `VmRSS`: everything resident (anonymous, file-backed and shared pages).
+    pub rss_kib: u64,
+    /// `RssAnon`: heap and stacks: what grows if state is never released.
+    pub anon_kib: u64,
+    /// `RssFile`: mapped files, such as LMDB's memory map, and the binary itself.
+    pub file_kib: u64,
+}
+
+/// Reads the process's resident memory; `None` where `/proc` is not available.
+pub fn resident() -> Option<Resident> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|line| line.starts_with(name))?;
+        line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Resident {
+        rss_kib: field("VmRSS:")?,
+        anon_kib: field("RssAnon:").unwrap_or(0),
+        file_kib: field("RssFile:").unwrap_or(0),
+    })
+}
+
+/// The 1-, 5- and 15-minute load averages, from `/proc/loadavg`.
+pub fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    Some([
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+        fields.next()?.ok()?,
+    ])
+}
+
+/// How many CPUs this process may run on.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// The machine a report was measured on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// `model name` from `/proc/cpuinfo`.
+    pub cpu_model: String,
+    /// CPUs available to the process.
+    pub cores: usize,
+    /// `/proc/sys/kernel/osrelease`.
+    pub kernel: String,
+    /// `MemTotal` from `/proc/meminfo`, in MiB.
+    pub memory_mib: u64,
+    /// Host name.
+    pub hostname: String,
+    /// The load averages (1, 5, 15 minutes) when the run started: other work on the machine
+    /// that shares its cores with the benchmark.
+    pub load_average_at_start: Option<[f64; 3]>,
+    /// The commit the harness was built from, if `git` could tell.
+    pub git_commit: Option<String>,
+    /// Whether the working tree had uncommitted changes (other engineers' work in progress,
+    /// for example), if `git` could tell.
+    pub git_dirty: Option<bool>,
+}
+
+impl Machine {
+    /// Reads the machine's description. Fields that cannot be read say "unknown".
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|line| line.starts_with("model name"))
+            .and_then(|line| line.split_once(':'))
+            .map_or_else(
+                || "unknown".to_string(),
+                |(_, model)| model.trim().to_string(),
+            );
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown".to_string(), |text| text.trim().to_string());
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|text| {
+                let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+                let kib: u64 = line["MemTotal:".len()..]
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(kib / 1024)
+            })
+            .unwrap_or(0);
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "unknown".to_string(), |text| text.trim().to_string());
+        let git = |args: &[&str]| -> Option<String> {
+            let output = std::process::Command::new("git").args(args).output().ok()?;
+            output
+                .status
+                .success()
+                .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        };
+        Machine {
+            cpu_model,
+            cores: cores(),
+            kernel,
+            memory_mib,
+            hostname,
+            load_average_at_start: load_average(),
+            git_commit: git(&["rev-parse", "--short=12", "HEAD"]),
+            git_dirty: git(&["status", "--porcelain", "--untracked-files=no"])
+                .map(|status| !status.is_empty()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_advances_with_work() {
+        let before = cpu_time();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(cpu_time() >= before);
+    }
+
+    #[test]
+    fn resident_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let resident = resident().expect("/proc/self/status");
+            assert!(resident.rss_kib > 0);
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! `synevi-bench`: runs synevi clusters in this process and reports throughput, latency, CPU
+//! time per transaction and memory, with the machine's floor and the targets.
+//!
+//! `cargo run --release -p synevi_benches -- --help`
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use synevi_benches::cluster::{NetworkKind, StoreKind};
+use synevi_benches::floor;
+use synevi_benches::long_run::{self, LongSpec};
+use synevi_benches::machine::{self, Machine};
+use synevi_benches::plan::{self, Settings};
+use synevi_benches::report::{self, Report};
+use synevi_benches::targets;
+use synevi_benches::workload::{self, KeyMode, WorkloadSpec};
+
+/// Benchmarks synevi clusters running in this process over gRPC on 127.0.0.1: the seed's
+/// workloads, a matrix of nodes × clients × stores × keys, the machine's floor (bare gRPC
+/// round trip, synced LMDB commit) and a long run that samples memory. Prints a table and
+/// PASS/MISS per target, and writes everything as JSON.
+#[derive(Parser, Debug)]
+#[command(name = "synevi-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Fewer transactions and round trips: a smoke run of a minute or two.
+    #[arg(long, global = true)]
+    quick: bool,
+
+    /// Transactions per matrix workload [default: 20000; with --quick 2000]. For `long`:
+    /// stop after this many (e.g. 10000000) unless --duration ends it first.
+    #[arg(long, global = true)]
+    txns: Option<u64>,
+
+    /// `long` only: stop after this long (e.g. 10m, 90s) [default: 10m; with --quick 30s,
+    /// unless --txns is given].
+    #[arg(long, global = true, value_parser = plan::parse_duration)]
+    duration: Option<Duration>,
+
+    /// Where to write the JSON report.
+    #[arg(long, global = true, default_value = "target/bench-results.json")]
+    json: PathBuf,
+
+    /// Where LMDB stores are created (one fresh directory per cluster, removed after it).
+    #[arg(long, global = true, default_value = "target/bench-data")]
+    data_dir: PathBuf,
+
+    /// The network of the matrix and the long run; `local` measures the protocol without
+    /// gRPC (the seed's workloads and the floor always use gRPC).
+    #[arg(long, global = true, value_enum, default_value_t = NetworkKind::Grpc)]
+    network: NetworkKind,
+
+    /// Cluster sizes of the matrix [default: 3,5]; the long run uses the first [default: 3].
+    #[arg(long, global = true, value_delimiter = ',')]
+    nodes: Vec<u16>,
+
+    /// Concurrent clients of the matrix [default: 1,64,256]; the long run uses the first
+    /// [default: 64].
+    #[arg(long, global = true, value_delimiter = ',')]
+    clients: Vec<usize>,
+
+    /// Stores of the matrix [default: mem,lmdb]; the long run uses the first [default: lmdb,
+    /// because a MemStore keeps the whole event log in memory by design].
+    #[arg(long, global = true, value_delimiter = ',', value_enum)]
+    stores: Vec<StoreKind>,
+
+    /// Key modes of the matrix [default: disjoint,hot; a Keys::All run at the most clients is
+    /// always added]; the long run uses the first [default: disjoint].
+    #[arg(long, global = true, value_delimiter = ',', value_enum)]
+    keys: Vec<KeyMode>,
+
+    /// Only run workloads whose name contains this (e.g. `3n-mem-disjoint`, `seed`).
+    #[arg(long, global = true)]
+    only: Option<String>,
+
+    /// `long` only: seconds between memory samples.
+    #[arg(long, global = true, default_value = "5s", value_parser = plan::parse_duration)]
+    sample_every: Duration,
+
+    /// No progress bars.
+    #[arg(long, global = true)]
+    no_progress: bool,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+enum Command {
+    /// The floor, the seed's workloads and the matrix, then the targets (the default).
+    All,
+    /// Only the floor: bare gRPC round trip and synced LMDB commit.
+    Floor,
+    /// Only the seed's workloads (with the floor, for the latency target).
+    Seed,
+    /// Only the matrix (with the floor, for the latency target).
+    Matrix,
+    /// The long run: closed-loop clients for --duration or --txns, memory sampled.
+    Long,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli).await {
+        eprintln!("synevi-bench: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::All);
+    let settings = Settings {
+        quick: cli.quick,
+        txns: cli.txns.unwrap_or(if cli.quick {
+            plan::MATRIX_TXNS_QUICK
+        } else {
+            plan::MATRIX_TXNS
+        }),
+        network: cli.network,
+        nodes: or_default(&cli.nodes, &[3, 5]),
+        clients: or_default(&cli.clients, &[1, 64, 256]),
+        stores: or_default(&cli.stores, &[StoreKind::Mem, StoreKind::Lmdb]),
+        keys: or_default(&cli.keys, &[KeyMode::Disjoint, KeyMode::Hot]),
+        only: cli.only.clone(),
+        data_dir: cli.data_dir.clone(),
+    };
+    anyhow::ensure!(settings.txns > 0, "--txns must be above 0");
+    anyhow::ensure!(
+        settings.nodes.iter().all(|&n| n >= 1) && settings.clients.iter().all(|&c| c >= 1),
+        "--nodes and --clients must be at least 1"
+    );
+    let started = Instant::now();
+    let mut report = Report {
+        harness: env!("CARGO_PKG_VERSION").to_string(),
+        command: std::env::args().collect(),
+        started_unix_s: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs()),
+        duration_s: 0.0,
+        machine: Machine::describe(),
+        load_average_at_end: None,
+        settings: serde_json::to_value(&settings).context("settings serialise")?,
+        floor: None,
+        workloads: Vec::new(),
+        long_run: None,
+        targets: Vec::new(),
+    };
+    eprintln!(
+        "synevi-bench: {} cores, load average {}; report goes to {}",
+        report.machine.cores,
+        report
+            .machine
+            .load_average_at_start
+            .map_or("unknown".into(), |[one, ..]| format!("{one:.2}")),
+        cli.json.display()
+    );
+    let outcome = execute(command, &cli, &settings, &mut report).await;
+    report.duration_s = started.elapsed().as_secs_f64();
+    report.load_average_at_end = machine::load_average();
+    report.targets = targets::evaluate(
+        report.floor.as_ref(),
+        &report.workloads,
+        report.long_run.as_ref(),
+    );
+    // Whatever was measured is written, also when a later part failed.
+    report.write_json(&cli.json)?;
+    println!("{}", report.render());
+    eprintln!("synevi-bench: wrote {}", cli.json.display());
+    outcome
+}
+
+fn or_default<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
+    if given.is_empty() {
+        default.to_vec()
+    } else {
+        given.to_vec()
+    }
+}
+
+async fn execute(
+    command: Command,
+    cli: &Cli,
+    settings: &Settings,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if command == Command::Long {
+        report.long_run = Some(long(cli, settings).await?);
+        return Ok(());
+    }
+    let progress = bar(cli, "floor", 0);
+    report.floor = Some(
+        floor::measure(settings.floor_counts(), &settings.data_dir, &progress)
+            .await
+            .context("measuring the floor")?,
+    );
+    progress.finish_and_clear();
+    if let Some(floor) = &report.floor {
+        eprintln!(
+            "{:<24} gRPC round trip p50 {} µs ({:.0}/s), {:.0} messages/s pipelined, LMDB commit p50 {} µs ({:.0}/s)",
+            "floor",
+            floor.grpc_ping_pong.latency.p50_us,
+            floor.grpc_ping_pong.round_trips_per_s,
+            floor.grpc_pipelined.messages_per_s,
+            floor.lmdb_commit.latency.p50_us,
+            floor.lmdb_commit.commits_per_s
+        );
+    }
+    let mut specs: Vec<WorkloadSpec> = Vec::new();
+    if matches!(command, Command::All | Command::Seed) {
+        specs.extend(settings.seed_workloads());
+    }
+    if matches!(command, Command::All | Command::Matrix) {
+        specs.extend(settings.matrix_workloads());
+    }
+    let count = specs.len();
+    for (i, spec) in specs.iter().enumerate() {
+        let progress = bar(
+            cli,
+            &format!("[{}/{count}] {}", i + 1, spec.name),
+            spec.load.total(),
+        );
+        let result = workload::run(spec, &progress)
+            .await
+            .with_context(|| format!("workload {}", spec.name))?;
+        progress.finish_and_clear();
+        eprintln!("{}", report::line(&result));
+        report.workloads.push(result);
+        // Keep what was measured if a later workload fails or the run is interrupted.
+        report.write_json(&cli.json)?;
+    }
+    Ok(())
+}
+
+async fn long(cli: &Cli, settings: &Settings) -> anyhow::Result<long_run::LongResult> {
+    let duration = match (cli.duration, cli.txns) {
+        (Some(duration), _) => Some(duration),
+        (None, Some(_)) => None,
+        (None, None) if cli.quick => Some(plan::LONG_DURATION_QUICK),
+        (None, None) => Some(plan::LONG_DURATION),
+    };
+    let spec = LongSpec {
+        cluster: synevi_benches::cluster::ClusterSpec {
+            nodes: cli.nodes.first().copied().unwrap_or(3),
+            network: settings.network,
+            store: cli.stores.first().copied().unwrap_or(StoreKind::Lmdb),
+            data_dir: settings.data_dir.clone(),
+        },
+        clients: cli.clients.first().copied().unwrap_or(64),
+        keys: cli.keys.first().copied().unwrap_or(KeyMode::Disjoint),
+        txns: cli.txns.unwrap_or(u64::MAX),
+        duration,
+        sample_every: cli.sample_every,
+    };
+    eprintln!(
+        "long run: {} nodes, {}, {}, {} keys, {} clients, until {}",
+        spec.cluster.nodes,
+        spec.cluster.network,
+        spec.cluster.store,
+        spec.keys,
+        spec.clients,
+        match (spec.duration, spec.txns) {
+            (Some(duration), u64::MAX) => format!("{} s", duration.as_secs()),
+            (Some(duration), txns) => format!("{txns} transactions or {} s", duration.as_secs()),
+            (None, txns) => format!("{txns} transactions"),
+        }
+    );
+    let progress = bar(cli, "long run", 0);
+    let result = long_run::run(&spec, &progress)
+        .await
+        .context("the long run")?;
+    progress.finish_and_clear();
+    Ok(result)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal or with --no-progress).
+fn bar(cli: &Cli, name: &str, length: u64) -> ProgressBar {
+    if cli.no_progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(length), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{prefix:<32} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_prefix(name.to_string());
+    bar
+}

@@ -1,0 +1,274 @@
+//! The targets, evaluated on one run's figures and printed as PASS or MISS with the
+//! ratio behind each. Never asserted: a benchmark reports, it does not fail.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::cluster::{NetworkKind, StoreKind};
+use crate::floor::Floor;
+use crate::long_run::{LongResult, FLAT_GROWTH_MAX};
+use crate::workload::{KeyMode, Load, WorkloadResult};
+
+/// Uncontended p50 latency over gRPC may be at most this many bare gRPC round trips.
+pub const LATENCY_ROUND_TRIPS_MAX: f64 = 2.5;
+/// LMDB must keep at least this share of the in-memory throughput at the most clients.
+pub const LMDB_SHARE_MIN: f64 = 0.5;
+/// One hot key must keep at least this share of the disjoint-keys throughput.
+pub const HOT_SHARE_MIN: f64 = 0.5;
+/// Throughput must grow by at least this factor per step of clients...
+pub const SCALING_GROWTH_MIN: f64 = 1.1;
+/// ...unless the CPU was already this busy at the smaller step (saturated)...
+pub const SATURATED_UTILISATION: f64 = 0.85;
+/// ...and throughput held at least this share.
+pub const SATURATED_HOLD_MIN: f64 = 0.9;
+
+/// A target's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    /// Met.
+    Pass,
+    /// Not met.
+    Miss,
+    /// The run did not measure what the target needs.
+    NotMeasured,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "PASS",
+            Verdict::Miss => "MISS",
+            Verdict::NotMeasured => "n/a",
+        })
+    }
+}
+
+/// One evaluated target.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// What is compared (`5n mem: p50 / gRPC round trip`).
+    pub name: String,
+    /// The measured ratio, if measured.
+    pub ratio: Option<f64>,
+    /// The requirement, as text (`<= 2.5`).
+    pub requirement: String,
+    /// The outcome.
+    pub verdict: Verdict,
+    /// The figures the ratio was computed from.
+    pub detail: String,
+}
+
+fn clients_of(result: &WorkloadResult) -> Option<usize> {
+    match result.load {
+        Load::Clients { clients, .. } => Some(clients),
+        Load::Burst { .. } => None,
+    }
+}
+
+/// Finds the matrix workload with these parameters.
+fn find(
+    results: &[WorkloadResult],
+    nodes: u16,
+    store: StoreKind,
+    keys: KeyMode,
+    clients: usize,
+) -> Option<&WorkloadResult> {
+    results.iter().find(|result| {
+        result.group == "matrix"
+            && result.nodes == nodes
+            && result.store == store
+            && result.keys == keys
+            && clients_of(result) == Some(clients)
+    })
+}
+
+fn verdict(ratio: Option<f64>, pass: impl Fn(f64) -> bool) -> Verdict {
+    match ratio {
+        None => Verdict::NotMeasured,
+        Some(ratio) if pass(ratio) => Verdict::Pass,
+        Some(_) => Verdict::Miss,
+    }
+}
+
+fn distinct<T: PartialEq + Copy>(values: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = Vec::new();
+    for value in values {
+        if !seen.contains(&value) {
+            seen.push(value);
+        }
+    }
+    seen
+}
+
+/// Evaluates every target the run has figures for.
+pub fn evaluate(
+    floor: Option<&Floor>,
+    results: &[WorkloadResult],
+    long_run: Option<&LongResult>,
+) -> Vec<Target> {
+    let mut targets = Vec::new();
+    let matrix: Vec<&WorkloadResult> = results.iter().filter(|r| r.group == "matrix").collect();
+    let node_counts = distinct(matrix.iter().map(|r| r.nodes));
+    let stores = distinct(matrix.iter().map(|r| r.store));
+    let most_clients = matrix.iter().filter_map(|r| clients_of(r)).max();
+
+    // Uncontended latency over gRPC, against the bare round trip.
+    for &nodes in &node_counts {
+        let uncontended = find(results, nodes, StoreKind::Mem, KeyMode::Disjoint, 1)
+            .filter(|r| r.network == NetworkKind::Grpc);
+        let round_trip = floor.map(|floor| floor.grpc_ping_pong.latency.p50_us);
+        let ratio = match (uncontended, round_trip) {
+            (Some(result), Some(rtt)) if rtt > 0 => Some(result.latency.p50_us as f64 / rtt as f64),
+            _ => None,
+        };
+        targets.push(Target {
+            name: format!("{nodes}n mem, 1 client: p50 / bare gRPC round trip"),
+            ratio,
+            requirement: format!("<= {LATENCY_ROUND_TRIPS_MAX}"),
+            verdict: verdict(ratio, |r| r <= LATENCY_ROUND_TRIPS_MAX),
+            detail: format!(
+                "p50 {} µs, round trip p50 {} µs",
+                uncontended.map_or("-".into(), |r| r.latency.p50_us.to_string()),
+                round_trip.map_or("-".into(), |rtt| rtt.to_string())
+            ),
+        });
+    }
+
+    let Some(most) = most_clients else {
+        return with_long_run(targets, long_run);
+    };
+    // Group commit: LMDB against memory at the most clients.
+    for &nodes in &node_counts {
+        for keys in [KeyMode::Disjoint, KeyMode::Hot, KeyMode::All] {
+            let mem = find(results, nodes, StoreKind::Mem, keys, most);
+            let lmdb = find(results, nodes, StoreKind::Lmdb, keys, most);
+            if mem.is_none() && lmdb.is_none() {
+                continue;
+            }
+            let ratio = ratio_of(lmdb, mem);
+            targets.push(Target {
+                name: format!("{nodes}n {keys}, {most} clients: LMDB / memory throughput"),
+                ratio,
+                requirement: format!(">= {LMDB_SHARE_MIN}"),
+                verdict: verdict(ratio, |r| r >= LMDB_SHARE_MIN),
+                detail: pair_detail("lmdb", lmdb, "mem", mem),
+            });
+        }
+    }
+    // Contention: one hot key against disjoint keys.
+    for &nodes in &node_counts {
+        for &store in &stores {
+            let hot = find(results, nodes, store, KeyMode::Hot, most);
+            let disjoint = find(results, nodes, store, KeyMode::Disjoint, most);
+            let ratio = ratio_of(hot, disjoint);
+            targets.push(Target {
+                name: format!("{nodes}n {store}, {most} clients: hot key / disjoint throughput"),
+                ratio,
+                requirement: format!(">= {HOT_SHARE_MIN}"),
+                verdict: verdict(ratio, |r| r >= HOT_SHARE_MIN),
+                detail: pair_detail("hot", hot, "disjoint", disjoint),
+            });
+        }
+    }
+    // Disjoint keys against everything conflicting.
+    for &nodes in &node_counts {
+        for &store in &stores {
+            let disjoint = find(results, nodes, store, KeyMode::Disjoint, most);
+            let all = find(results, nodes, store, KeyMode::All, most);
+            let ratio = ratio_of(disjoint, all);
+            targets.push(Target {
+                name: format!("{nodes}n {store}, {most} clients: disjoint / Keys::All throughput"),
+                ratio,
+                requirement: "> 1".into(),
+                verdict: verdict(ratio, |r| r > 1.0),
+                detail: pair_detail("disjoint", disjoint, "all", all),
+            });
+        }
+    }
+    // Scaling with clients, until the CPU is saturated.
+    let mut client_steps = distinct(matrix.iter().filter_map(|r| clients_of(r)));
+    client_steps.sort_unstable();
+    for &nodes in &node_counts {
+        for &store in &stores {
+            for step in client_steps.windows(2) {
+                let (fewer, more) = (step[0], step[1]);
+                let small = find(results, nodes, store, KeyMode::Disjoint, fewer);
+                let large = find(results, nodes, store, KeyMode::Disjoint, more);
+                let ratio = ratio_of(large, small);
+                let saturated = small.is_some_and(|r| r.cpu_utilisation >= SATURATED_UTILISATION);
+                targets.push(Target {
+                    name: format!("{nodes}n {store} disjoint: throughput {more} / {fewer} clients"),
+                    ratio,
+                    requirement: format!(
+                        ">= {SCALING_GROWTH_MIN}, or >= {SATURATED_HOLD_MIN} once CPU >= {:.0} %",
+                        SATURATED_UTILISATION * 100.0
+                    ),
+                    verdict: verdict(ratio, |r| {
+                        r >= SCALING_GROWTH_MIN || (saturated && r >= SATURATED_HOLD_MIN)
+                    }),
+                    detail: format!(
+                        "{}; CPU utilisation {} → {}",
+                        pair_detail(&format!("c{more}"), large, &format!("c{fewer}"), small),
+                        small.map_or("-".into(), |r| format!(
+                            "{:.0} %",
+                            r.cpu_utilisation * 100.0
+                        )),
+                        large.map_or("-".into(), |r| format!(
+                            "{:.0} %",
+                            r.cpu_utilisation * 100.0
+                        )),
+                    ),
+                });
+            }
+        }
+    }
+    with_long_run(targets, long_run)
+}
+
+fn with_long_run(mut targets: Vec<Target>, long_run: Option<&LongResult>) -> Vec<Target> {
+    if let Some(long) = long_run {
+        let memory = &long.memory;
+        targets.push(Target {
+            name: "long run: VmRSS growth after warm".into(),
+            ratio: Some(memory.growth_after_warm),
+            requirement: format!("<= {FLAT_GROWTH_MAX}"),
+            verdict: if memory.flat {
+                Verdict::Pass
+            } else {
+                Verdict::Miss
+            },
+            detail: format!(
+                "{:.1} MiB at {:.0} s → {:.1} MiB at the end (max {:.1} MiB), slope {:.0} KiB/min, {} transactions",
+                memory.warm_rss_kib as f64 / 1024.0,
+                memory.warm_elapsed_s,
+                memory.final_rss_kib as f64 / 1024.0,
+                memory.max_rss_after_warm_kib as f64 / 1024.0,
+                memory.slope_kib_per_min,
+                long.committed,
+            ),
+        });
+    }
+    targets
+}
+
+fn ratio_of(
+    numerator: Option<&WorkloadResult>,
+    denominator: Option<&WorkloadResult>,
+) -> Option<f64> {
+    match (numerator, denominator) {
+        (Some(n), Some(d)) if d.throughput_tps > 0.0 => Some(n.throughput_tps / d.throughput_tps),
+        _ => None,
+    }
+}
+
+fn pair_detail(
+    a_name: &str,
+    a: Option<&WorkloadResult>,
+    b_name: &str,
+    b: Option<&WorkloadResult>,
+) -> String {
+    let tps =
+        |r: Option<&WorkloadResult>| r.map_or("-".into(), |r| format!("{:.0}", r.throughput_tps));
+    format!("{a_name} {} txns/s, {b_name} {} txns/s", tps(a), tps(b))
+}
