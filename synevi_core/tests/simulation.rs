@@ -1,7 +1,7 @@
 //! Deterministic simulation: many seeds, every invariant of DESIGN §6 checked on each.
 //!
-//! `SIM_SEEDS=N` runs N seeds per scenario instead of the default; `SIM_SEED=S` runs only
-//! seed S (replay). A failure prints the seed, the command that replays it, and the trace of
+//! `SIM_SEEDS=N` runs N seeds per scenario instead of the default (`SIM_SEED_START=M` starts
+//! at the M-th seed); `SIM_SEED=S` runs only seed S (replay). A failure prints the seed, the command that replays it, and the trace of
 //! the transactions involved.
 
 use std::sync::{Arc, Mutex};
@@ -144,7 +144,12 @@ fn run_scenario(scenario: Scenario) {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(scenario.default_seeds);
-            (0..count)
+            // `SIM_SEED_START=N` skips the first N seeds, so that sweeps cover new ground.
+            let start: u64 = std::env::var("SIM_SEED_START")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            (start..start + count)
                 .map(|i| i * 7_919 + u64::from(scenario.nodes))
                 .collect()
         }
