@@ -184,3 +184,30 @@ async fn without_a_quorum_a_transaction_fails_after_the_timeout() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_transaction_is_refused_at_once() {
+    let config = Config {
+        payload_bytes_max: 64,
+        ..Config::default()
+    };
+    let cluster = Cluster::start(3, config).await;
+    let tx = TestTx {
+        id: 1,
+        keys: vec!["k".repeat(100)],
+        all: false,
+    };
+    match cluster.nodes[0].transaction(1, tx).await {
+        Err(SyneviError::TooLarge { what, size, limit }) => {
+            assert_eq!((what, limit), ("transaction", 64));
+            assert!(size > 64);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(
+        cluster.nodes[0].stats().submitted,
+        0,
+        "nothing reached the protocol"
+    );
+    cluster.shutdown().await;
+}

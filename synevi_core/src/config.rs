@@ -26,6 +26,10 @@ pub struct Config {
     pub fast_path_electorate: Option<Vec<Serial>>,
     /// Most inputs the driver feeds the core before it persists and sends (one group commit).
     pub batch_inputs_max: usize,
+    /// Largest encoded transaction a node accepts from a client. Larger ones are refused at
+    /// once with [`SyneviError::TooLarge`]: every protocol message carrying the transaction
+    /// must fit the network's frame limit (4 MiB by default for gRPC).
+    pub payload_bytes_max: usize,
     /// Whether the driver replays the stored event log through the executor when a node
     /// starts, rebuilding in-memory executor state. Turn off for executors that keep their
     /// own durable state.
@@ -42,6 +46,7 @@ impl Default for Config {
             recovery_backoff_ms_max: 500,
             fast_path_electorate: None,
             batch_inputs_max: 1_024,
+            payload_bytes_max: 2 * 1024 * 1024,
             replay_events_on_start: true,
         }
     }
@@ -56,6 +61,7 @@ impl Config {
             ("recovery_timeout_ms", self.recovery_timeout_ms),
             ("recovery_backoff_ms_max", self.recovery_backoff_ms_max),
             ("batch_inputs_max", self.batch_inputs_max as u64),
+            ("payload_bytes_max", self.payload_bytes_max as u64),
         ];
         for (name, value) in positive {
             if value == 0 {

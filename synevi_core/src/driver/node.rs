@@ -58,6 +58,7 @@ struct Inner<N: Network, E: Executor, S: Store> {
     commands: mpsc::UnboundedSender<Command<E>>,
     status: watch::Receiver<NodeStatus>,
     inbox: Arc<ChannelInbox>,
+    payload_bytes_max: usize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -132,6 +133,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
         });
         let (status_sender, status) = watch::channel(NodeStatus::default());
         let clock = DriverClock::new();
+        let payload_bytes_max = config.payload_bytes_max;
         let tasks = workers::spawn(workers::Workers {
             core,
             clock,
@@ -154,6 +156,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
                 commands,
                 status,
                 inbox,
+                payload_bytes_max,
                 tasks: Mutex::new(tasks),
             }),
         })
@@ -202,12 +205,21 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
     /// [`Config::transaction_timeout_ms`] (the transaction may still commit later),
     /// [`SyneviError::ExecutionTimeout`] if it committed but did not execute in time,
     /// [`SyneviError::Invalidated`] if recovery turned it into a no-op,
+    /// [`SyneviError::TooLarge`] for a transaction above [`Config::payload_bytes_max`],
     /// [`SyneviError::ShutDown`] after [`Node::shutdown`].
     pub async fn transaction(&self, id: u128, transaction: E::Tx) -> SyneviResult<E> {
+        let payload = transaction.as_bytes();
+        if payload.len() > self.inner.payload_bytes_max {
+            return Err(SyneviError::TooLarge {
+                what: "transaction",
+                size: payload.len(),
+                limit: self.inner.payload_bytes_max,
+            });
+        }
         let body = TxBody {
             id,
             keys: transaction.keys(),
-            payload: Bytes::from(transaction.as_bytes()),
+            payload: Bytes::from(payload),
         };
         let (reply, wait) = oneshot::channel();
         self.inner
