@@ -1,8 +1,10 @@
 //! [`Cluster`]: the nodes of one benchmark, all in this process, over gRPC on 127.0.0.1 (or
 //! the in-process network) with in-memory or LMDB stores.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use serde::Serialize;
 use synevi::network::{GrpcNetwork, GrpcStats, LocalHub, LocalNetwork};
 use synevi::persistence::{LmdbStore, MemStore};
 use synevi::types::WriteBatch;
-use synevi::types::{Envelope, Event, Inbox, Member, Network, Serial, Store, StoredState};
+use synevi::types::{Envelope, Event, Inbox, Member, Message, Network, Serial, Store, StoredState};
 use synevi::{Config, Node, Stats, SyneviError, Ulid};
 
 use crate::tx::Counter;
@@ -57,88 +59,248 @@ impl fmt::Display for StoreKind {
 
 /// Either network, so that every cluster has one node type.
 #[derive(Clone)]
-pub enum BenchNetwork {
+pub enum Transport {
     /// Over gRPC.
     Grpc(GrpcNetwork),
     /// In process.
     Local(LocalNetwork),
 }
 
+/// A node's network, counting what the node sends by message kind.
+#[derive(Clone)]
+pub struct BenchNetwork {
+    /// The network underneath.
+    pub transport: Transport,
+    tally: Arc<MessageTally>,
+}
+
+/// The message kinds, in the order [`MessageTally`] counts them.
+pub const MESSAGE_KINDS: [&str; 14] = [
+    "PreAccept",
+    "PreAcceptOk",
+    "Accept",
+    "AcceptOk",
+    "Commit",
+    "Nack",
+    "BeginRecovery",
+    "RecoverOk",
+    "AcceptInvalidate",
+    "AcceptInvalidateOk",
+    "CommitInvalidate",
+    "Applied",
+    "Forget",
+    "Inquire",
+];
+
+/// Messages sent, by kind, and the timestamps they carry (deps, or lists of `t0`s): where
+/// a cluster's messages and bytes go.
+#[derive(Default)]
+pub struct MessageTally {
+    messages: [AtomicU64; 14],
+    timestamps: [AtomicU64; 14],
+}
+
+/// One kind's messages in a [`MessageTally`] snapshot.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindCount {
+    /// Messages sent.
+    pub messages: u64,
+    /// Timestamps they carried in lists (deps entries, or `t0`s of Applied, Forget,
+    /// Inquire): what makes messages large.
+    pub timestamps: u64,
+}
+
+impl MessageTally {
+    fn count(&self, message: &Message) {
+        let (index, timestamps) = match message {
+            Message::PreAccept(_) => (0, 0),
+            Message::PreAcceptOk(m) => (1, m.deps.len()),
+            Message::Accept(m) => (2, m.deps.len()),
+            Message::AcceptOk(m) => (3, m.deps.len()),
+            Message::Commit(m) => (4, m.deps.len()),
+            Message::Nack(_) => (5, 0),
+            Message::BeginRecovery(_) => (6, 0),
+            Message::RecoverOk(m) => (
+                7,
+                m.deps.len()
+                    + m.earlier_committed_witness.len()
+                    + m.earlier_accepted_no_witness.len(),
+            ),
+            Message::AcceptInvalidate(_) => (8, 0),
+            Message::AcceptInvalidateOk(_) => (9, 0),
+            Message::CommitInvalidate(_) => (10, 0),
+            Message::Applied(m) => (11, m.t0s.len()),
+            Message::Forget(m) => (12, m.t0s.len()),
+            Message::Inquire(m) => (13, m.t0s.len()),
+        };
+        self.messages[index].fetch_add(1, Ordering::Relaxed);
+        self.timestamps[index].fetch_add(timestamps as u64, Ordering::Relaxed);
+    }
+
+    /// Counts so far, by kind name (kinds never sent are left out).
+    pub fn snapshot(&self) -> BTreeMap<String, KindCount> {
+        MESSAGE_KINDS
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                (
+                    kind.to_string(),
+                    KindCount {
+                        messages: self.messages[i].load(Ordering::Relaxed),
+                        timestamps: self.timestamps[i].load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .filter(|(_, count)| count.messages > 0)
+            .collect()
+    }
+}
+
+/// `later - earlier`, kind by kind.
+pub fn tally_since(
+    later: &BTreeMap<String, KindCount>,
+    earlier: &BTreeMap<String, KindCount>,
+) -> BTreeMap<String, KindCount> {
+    later
+        .iter()
+        .map(|(kind, count)| {
+            let before = earlier.get(kind).copied().unwrap_or_default();
+            (
+                kind.clone(),
+                KindCount {
+                    messages: count.messages - before.messages,
+                    timestamps: count.timestamps - before.timestamps,
+                },
+            )
+        })
+        .filter(|(_, count)| count.messages > 0)
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl Network for BenchNetwork {
     async fn start(&self, inbox: Arc<dyn Inbox>) -> Result<(), SyneviError> {
-        match self {
-            BenchNetwork::Grpc(network) => network.start(inbox).await,
-            BenchNetwork::Local(network) => network.start(inbox).await,
+        match &self.transport {
+            Transport::Grpc(network) => network.start(inbox).await,
+            Transport::Local(network) => network.start(inbox).await,
         }
     }
 
     async fn add_member(&self, member: Member) -> Result<(), SyneviError> {
-        match self {
-            BenchNetwork::Grpc(network) => network.add_member(member).await,
-            BenchNetwork::Local(network) => network.add_member(member).await,
+        match &self.transport {
+            Transport::Grpc(network) => network.add_member(member).await,
+            Transport::Local(network) => network.add_member(member).await,
         }
     }
 
     fn send(&self, envelope: Envelope) {
-        match self {
-            BenchNetwork::Grpc(network) => network.send(envelope),
-            BenchNetwork::Local(network) => network.send(envelope),
+        self.tally.count(&envelope.message);
+        match &self.transport {
+            Transport::Grpc(network) => network.send(envelope),
+            Transport::Local(network) => network.send(envelope),
         }
     }
 
     async fn shutdown(&self) {
-        match self {
-            BenchNetwork::Grpc(network) => network.shutdown().await,
-            BenchNetwork::Local(network) => network.shutdown().await,
+        match &self.transport {
+            Transport::Grpc(network) => network.shutdown().await,
+            Transport::Local(network) => network.shutdown().await,
         }
     }
 }
 
 /// Either store, so that every cluster has one node type.
-pub enum BenchStore {
+pub enum Storage {
     /// In memory.
     Mem(MemStore),
     /// On disk.
     Lmdb(LmdbStore),
 }
 
+/// A node's store, counting its commits: how well the driver groups writes (group commit)
+/// and how long the node waits for its store.
+pub struct BenchStore {
+    /// The store underneath.
+    pub storage: Storage,
+    commits: AtomicU64,
+    commit_micros: AtomicU64,
+    records: AtomicU64,
+}
+
+/// A store's commits, summed over a cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StoreCounters {
+    /// `Store::commit` calls.
+    pub commits: u64,
+    /// Microseconds spent in them.
+    pub commit_micros: u64,
+    /// Transaction records and events they wrote.
+    pub records: u64,
+}
+
 impl BenchStore {
+    fn new(storage: Storage) -> Self {
+        BenchStore {
+            storage,
+            commits: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+        }
+    }
+
     /// How many transaction records the store holds (protocol state not yet forgotten).
     pub fn transaction_count(&self) -> u64 {
-        match self {
-            BenchStore::Mem(store) => store.transaction_count() as u64,
-            BenchStore::Lmdb(store) => store.transaction_count().unwrap_or(0),
+        match &self.storage {
+            Storage::Mem(store) => store.transaction_count() as u64,
+            Storage::Lmdb(store) => store.transaction_count().unwrap_or(0),
+        }
+    }
+
+    /// The commits so far.
+    pub fn counters(&self) -> StoreCounters {
+        StoreCounters {
+            commits: self.commits.load(Ordering::Relaxed),
+            commit_micros: self.commit_micros.load(Ordering::Relaxed),
+            records: self.records.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Store for BenchStore {
     fn serial(&self) -> Serial {
-        match self {
-            BenchStore::Mem(store) => store.serial(),
-            BenchStore::Lmdb(store) => store.serial(),
+        match &self.storage {
+            Storage::Mem(store) => store.serial(),
+            Storage::Lmdb(store) => store.serial(),
         }
     }
 
     fn load(&self) -> Result<StoredState, SyneviError> {
-        match self {
-            BenchStore::Mem(store) => store.load(),
-            BenchStore::Lmdb(store) => store.load(),
+        match &self.storage {
+            Storage::Mem(store) => store.load(),
+            Storage::Lmdb(store) => store.load(),
         }
     }
 
     fn commit(&self, batch: &WriteBatch) -> Result<(), SyneviError> {
-        match self {
-            BenchStore::Mem(store) => store.commit(batch),
-            BenchStore::Lmdb(store) => store.commit(batch),
-        }
+        let started = std::time::Instant::now();
+        let result = match &self.storage {
+            Storage::Mem(store) => store.commit(batch),
+            Storage::Lmdb(store) => store.commit(batch),
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_micros.fetch_add(micros, Ordering::Relaxed);
+        self.records.fetch_add(
+            (batch.transactions.len() + batch.events.len()) as u64,
+            Ordering::Relaxed,
+        );
+        result
     }
 
     fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, SyneviError> {
-        match self {
-            BenchStore::Mem(store) => store.events_after(after_seq, limit),
-            BenchStore::Lmdb(store) => store.events_after(after_seq, limit),
+        match &self.storage {
+            Storage::Mem(store) => store.events_after(after_seq, limit),
+            Storage::Lmdb(store) => store.events_after(after_seq, limit),
         }
     }
 }
@@ -165,6 +327,7 @@ pub struct Cluster {
     pub nodes: Vec<BenchNode>,
     networks: Vec<BenchNetwork>,
     executors: Vec<Arc<Counter>>,
+    tally: Arc<MessageTally>,
     /// Keeps the LMDB directories until the cluster is dropped.
     _data: Option<tempfile::TempDir>,
 }
@@ -196,6 +359,12 @@ pub struct ClusterCounters {
     pub bytes_sent: u64,
     /// gRPC envelopes dropped for any reason.
     pub envelopes_dropped: u64,
+    /// Store commits, all nodes.
+    pub store_commits: u64,
+    /// Microseconds the nodes spent in store commits, all nodes.
+    pub store_commit_micros: u64,
+    /// Records (transactions and events) the store commits wrote, all nodes.
+    pub store_records: u64,
 }
 
 impl ClusterCounters {
@@ -214,6 +383,9 @@ impl ClusterCounters {
             batches_sent: self.batches_sent - earlier.batches_sent,
             bytes_sent: self.bytes_sent - earlier.bytes_sent,
             envelopes_dropped: self.envelopes_dropped - earlier.envelopes_dropped,
+            store_commits: self.store_commits - earlier.store_commits,
+            store_commit_micros: self.store_commit_micros - earlier.store_commit_micros,
+            store_records: self.store_records - earlier.store_records,
         }
     }
 }
@@ -246,30 +418,35 @@ impl Cluster {
             }
         };
         let hub = LocalHub::new();
+        let tally = Arc::new(MessageTally::default());
         let ids: Vec<Ulid> = (0..spec.nodes).map(|_| Ulid::new()).collect();
         let mut nodes = Vec::new();
         let mut networks = Vec::new();
         let mut executors = Vec::new();
         for serial in 1..=spec.nodes {
             let id = ids[usize::from(serial - 1)];
-            let network = match spec.network {
+            let transport = match spec.network {
                 // Port 0: the OS picks a free port; peers learn it once the node started.
-                NetworkKind::Grpc => BenchNetwork::Grpc(GrpcNetwork::new(
+                NetworkKind::Grpc => Transport::Grpc(GrpcNetwork::new(
                     std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                     String::new(),
                     id,
                     serial,
                 )),
-                NetworkKind::Local => BenchNetwork::Local(hub.network(serial)),
+                NetworkKind::Local => Transport::Local(hub.network(serial)),
+            };
+            let network = BenchNetwork {
+                transport,
+                tally: Arc::clone(&tally),
             };
             let store = match &data {
-                None => BenchStore::Mem(
+                None => BenchStore::new(Storage::Mem(
                     MemStore::new(serial)
                         .with_context(|| format!("node {serial}: cannot create a MemStore"))?,
-                ),
+                )),
                 Some(dir) => {
                     let path = dir.path().join(format!("node-{serial}"));
-                    BenchStore::Lmdb(open_lmdb(&path, serial)?)
+                    BenchStore::new(Storage::Lmdb(open_lmdb(&path, serial)?))
                 }
             };
             let executor = Arc::new(Counter::default());
@@ -293,12 +470,12 @@ impl Cluster {
         }
         let hosts: Vec<String> = networks
             .iter()
-            .map(|network| match network {
-                BenchNetwork::Grpc(grpc) => grpc
+            .map(|network| match &network.transport {
+                Transport::Grpc(grpc) => grpc
                     .local_addr()
                     .map(|addr| format!("http://{addr}"))
                     .context("a started gRPC network has no address"),
-                BenchNetwork::Local(local) => Ok(format!("local:{}", local.serial())),
+                Transport::Local(local) => Ok(format!("local:{}", local.serial())),
             })
             .collect::<anyhow::Result<_>>()?;
         for (i, node) in nodes.iter().enumerate() {
@@ -315,6 +492,7 @@ impl Cluster {
             nodes,
             networks,
             executors,
+            tally,
             _data: data,
         })
     }
@@ -360,9 +538,13 @@ impl Cluster {
             sum.executed += stats.executed;
             sum.inbox_dropped += status.inbox_dropped;
             sum.transactions_held += stats.transactions_held;
+            let store = node.store().counters();
+            sum.store_commits += store.commits;
+            sum.store_commit_micros += store.commit_micros;
+            sum.store_records += store.records;
         }
         for network in &self.networks {
-            if let BenchNetwork::Grpc(grpc) = network {
+            if let Transport::Grpc(grpc) = &network.transport {
                 let stats: GrpcStats = grpc.stats();
                 sum.envelopes_sent += stats.envelopes_sent;
                 sum.batches_sent += stats.batches_sent;
@@ -374,6 +556,11 @@ impl Cluster {
             }
         }
         sum
+    }
+
+    /// Messages sent so far by every node, by kind.
+    pub fn messages_by_kind(&self) -> BTreeMap<String, KindCount> {
+        self.tally.snapshot()
     }
 
     /// Transaction records in the nodes' stores, summed (what GC has not yet deleted).

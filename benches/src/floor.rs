@@ -263,10 +263,25 @@ impl EchoPair {
     }
 }
 
-/// A small batch as the driver writes for one pre-accepted transaction.
+/// Records the LMDB floor keeps: each commit adds one and forgets the one this many
+/// commits older, so the store stays the same size, as a node's does once GC keeps up.
+const LMDB_FLOOR_WINDOW: u64 = 64;
+
+/// Commits made before measuring, so the file has reached its steady size.
+const LMDB_FLOOR_WARM_UP: u64 = 2 * LMDB_FLOOR_WINDOW;
+
+/// A small batch as the driver writes it for one pre-accepted transaction, forgetting an
+/// old one.
 fn small_batch(sequence: u64) -> WriteBatch {
-    let t0 = T0(Timestamp::new(sequence + 1, 0, 1));
+    let t0_of = |sequence: u64| T0(Timestamp::new(sequence + 1, 0, 1));
+    let t0 = t0_of(sequence);
+    let forget = sequence
+        .checked_sub(LMDB_FLOOR_WINDOW)
+        .map(t0_of)
+        .into_iter()
+        .collect();
     WriteBatch {
+        forget,
         transactions: vec![TxRecord {
             t0,
             status: Status::PreAccepted,
@@ -301,9 +316,14 @@ async fn lmdb_commits(
     tokio::task::spawn_blocking(move || -> anyhow::Result<LmdbCommit> {
         let store = LmdbStore::new(&path, 1)
             .with_context(|| format!("floor: cannot open an LMDB store in {}", path.display()))?;
+        for sequence in 0..LMDB_FLOOR_WARM_UP {
+            store
+                .commit(&small_batch(sequence))
+                .with_context(|| format!("floor: LMDB warm-up commit {sequence} failed"))?;
+        }
         let mut histogram = latency_histogram();
         let started = Instant::now();
-        for sequence in 0..count {
+        for sequence in LMDB_FLOOR_WARM_UP..LMDB_FLOOR_WARM_UP + count {
             let batch = small_batch(sequence);
             let sent = Instant::now();
             store

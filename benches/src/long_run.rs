@@ -89,25 +89,34 @@ pub struct LongResult {
 }
 
 /// Whether memory stayed flat once warm.
+///
+/// Judged on `RssAnon` (heap and stacks), not on `VmRSS`: with LMDB stores, `VmRSS` also
+/// counts the pages of the stores' memory-mapped files that the process touched (`RssFile`),
+/// which grow with the event log on disk and are page cache the kernel reclaims, not memory
+/// the process holds. Both are recorded.
 #[derive(Clone, Debug, Serialize)]
 pub struct MemoryVerdict {
     /// The sample taken as "warm": the first at or after a quarter of the run.
     pub warm_elapsed_s: f64,
+    /// `RssAnon` at the warm sample, KiB.
+    pub warm_anon_kib: u64,
+    /// `RssAnon` at the last sample, KiB.
+    pub final_anon_kib: u64,
+    /// Largest `RssAnon` from the warm sample on, KiB.
+    pub max_anon_after_warm_kib: u64,
+    /// Least-squares slope of `RssAnon` from the warm sample on, KiB per minute.
+    pub slope_kib_per_min: f64,
+    /// `(final - warm) / warm` of `RssAnon`.
+    pub growth_after_warm: f64,
     /// `VmRSS` at the warm sample, KiB.
     pub warm_rss_kib: u64,
     /// `VmRSS` at the last sample, KiB.
     pub final_rss_kib: u64,
-    /// Largest `VmRSS` from the warm sample on, KiB.
-    pub max_rss_after_warm_kib: u64,
-    /// Least-squares slope of `VmRSS` from the warm sample on, KiB per minute.
-    pub slope_kib_per_min: f64,
-    /// `(final - warm) / warm`.
-    pub growth_after_warm: f64,
     /// Growth after warm at most [`FLAT_GROWTH_MAX`].
     pub flat: bool,
 }
 
-/// The most `VmRSS` may grow from the warm sample to the last one for memory to count as
+/// The most `RssAnon` may grow from the warm sample to the last one for memory to count as
 /// flat. Allocators keep freed memory and fragment; a leak of protocol state grows without
 /// bound, in proportion to the transactions run.
 pub const FLAT_GROWTH_MAX: f64 = 0.10;
@@ -231,8 +240,8 @@ pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<Long
     })
 }
 
-/// Judges the samples: from the first sample at or after a quarter of the run, `VmRSS` may
-/// grow by at most [`FLAT_GROWTH_MAX`].
+/// Judges the samples: from the first sample at or after a quarter of the run, `RssAnon`
+/// may grow by at most [`FLAT_GROWTH_MAX`].
 pub fn memory_verdict(samples: &[Sample]) -> MemoryVerdict {
     let end = samples.last().map_or(0.0, |sample| sample.elapsed_s);
     let warm_index = samples
@@ -240,13 +249,10 @@ pub fn memory_verdict(samples: &[Sample]) -> MemoryVerdict {
         .position(|sample| sample.elapsed_s >= end / 4.0)
         .unwrap_or(0);
     let after = &samples[warm_index.min(samples.len())..];
-    let warm = after.first().map_or(0, |sample| sample.resident.rss_kib);
-    let last = after.last().map_or(0, |sample| sample.resident.rss_kib);
-    let max = after
-        .iter()
-        .map(|sample| sample.resident.rss_kib)
-        .max()
-        .unwrap_or(0);
+    let anon = |sample: &Sample| sample.resident.anon_kib;
+    let warm = after.first().map_or(0, anon);
+    let last = after.last().map_or(0, anon);
+    let max = after.iter().map(anon).max().unwrap_or(0);
     let growth = if warm == 0 {
         0.0
     } else {
@@ -254,31 +260,30 @@ pub fn memory_verdict(samples: &[Sample]) -> MemoryVerdict {
     };
     MemoryVerdict {
         warm_elapsed_s: after.first().map_or(0.0, |sample| sample.elapsed_s),
-        warm_rss_kib: warm,
-        final_rss_kib: last,
-        max_rss_after_warm_kib: max,
+        warm_anon_kib: warm,
+        final_anon_kib: last,
+        max_anon_after_warm_kib: max,
         slope_kib_per_min: slope(after),
         growth_after_warm: growth,
+        warm_rss_kib: after.first().map_or(0, |sample| sample.resident.rss_kib),
+        final_rss_kib: after.last().map_or(0, |sample| sample.resident.rss_kib),
         flat: growth <= FLAT_GROWTH_MAX,
     }
 }
 
-/// Least-squares slope of `VmRSS` over time, KiB per minute.
+/// Least-squares slope of `RssAnon` over time, KiB per minute.
 fn slope(samples: &[Sample]) -> f64 {
     let n = samples.len() as f64;
     if samples.len() < 2 {
         return 0.0;
     }
+    let anon = |sample: &Sample| sample.resident.anon_kib as f64;
     let mean_x = samples.iter().map(|s| s.elapsed_s).sum::<f64>() / n;
-    let mean_y = samples
-        .iter()
-        .map(|s| s.resident.rss_kib as f64)
-        .sum::<f64>()
-        / n;
+    let mean_y = samples.iter().map(anon).sum::<f64>() / n;
     let (mut covariance, mut variance) = (0.0, 0.0);
     for sample in samples {
         let dx = sample.elapsed_s - mean_x;
-        covariance += dx * (sample.resident.rss_kib as f64 - mean_y);
+        covariance += dx * (anon(sample) - mean_y);
         variance += dx * dx;
     }
     if variance == 0.0 {

@@ -9,17 +9,39 @@ use serde::Serialize;
 /// of a benchmark cluster runs in this process, so differences of this are the CPU time of
 /// the whole cluster (and of the harness's clients, which do little).
 pub fn cpu_time() -> Duration {
+    usage().cpu
+}
+
+/// What `getrusage(RUSAGE_SELF)` reports: all threads of the process, live or ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// User + system CPU time.
+    pub cpu: Duration,
+    /// Context switches because a thread waited (for a lock, a channel, I/O): each one is a
+    /// hand-over between threads or a sleep.
+    pub voluntary_switches: u64,
+    /// Context switches because a thread's time slice ran out or a higher-priority thread
+    /// woke: a sign of more runnable threads than cores.
+    pub involuntary_switches: u64,
+}
+
+/// The process's resource usage so far.
+pub fn usage() -> Usage {
     // SAFETY: `getrusage` writes into the `rusage` we hand it and reads nothing else; an
     // all-zero `rusage` is a valid value of the plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `usage` is a valid, exclusively borrowed `rusage`.
     let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     if status != 0 {
-        // RUSAGE_SELF with a valid pointer cannot fail (EINVAL/EFAULT only); report no time
+        // RUSAGE_SELF with a valid pointer cannot fail (EINVAL/EFAULT only); report nothing
         // rather than stop a benchmark.
-        return Duration::ZERO;
+        return Usage::default();
     }
-    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+    Usage {
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+        voluntary_switches: u64::try_from(usage.ru_nvcsw).unwrap_or(0),
+        involuntary_switches: u64::try_from(usage.ru_nivcsw).unwrap_or(0),
+    }
 }
 
 fn timeval(value: libc::timeval) -> Duration {
@@ -90,7 +112,8 @@ pub struct Machine {
     /// The load averages (1, 5, 15 minutes) when the run started: other work on the machine
     /// that shares its cores with the benchmark.
     pub load_average_at_start: Option<[f64; 3]>,
-    /// The commit the harness was built from, if `git` could tell.
+    /// The commit the harness was built from: `SYNEVI_BENCH_COMMIT` if set (a build from a
+    /// clean snapshot), else what `git` says about the working directory.
     pub git_commit: Option<String>,
     /// Whether the working tree had uncommitted changes (other engineers' work in progress,
     /// for example), if `git` could tell.
@@ -133,6 +156,9 @@ impl Machine {
                 .success()
                 .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
         };
+        // A run of a build from a snapshot (`git archive`) has no repository to ask: the
+        // commit is passed in.
+        let commit_given = std::env::var("SYNEVI_BENCH_COMMIT").ok();
         Machine {
             cpu_model,
             cores: cores(),
@@ -140,9 +166,12 @@ impl Machine {
             memory_mib,
             hostname,
             load_average_at_start: load_average(),
-            git_commit: git(&["rev-parse", "--short=12", "HEAD"]),
-            git_dirty: git(&["status", "--porcelain", "--untracked-files=no"])
-                .map(|status| !status.is_empty()),
+            git_dirty: match commit_given {
+                Some(_) => Some(false),
+                None => git(&["status", "--porcelain", "--untracked-files=no"])
+                    .map(|status| !status.is_empty()),
+            },
+            git_commit: commit_given.or_else(|| git(&["rev-parse", "--short=12", "HEAD"])),
         }
     }
 }

@@ -86,6 +86,11 @@ struct Cli {
     /// No progress bars.
     #[arg(long, global = true)]
     no_progress: bool,
+
+    /// Skip the floor (when profiling one workload); the latency target is then not
+    /// evaluated.
+    #[arg(long, global = true)]
+    no_floor: bool,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,14 +196,12 @@ async fn execute(
         report.long_run = Some(long(cli, settings).await?);
         return Ok(());
     }
-    let progress = bar(cli, "floor", 0);
-    report.floor = Some(
-        floor::measure(settings.floor_counts(), &settings.data_dir, &progress)
+    if !cli.no_floor || command == Command::Floor {
+        let progress = bar(cli, "floor", 0);
+        let floor = floor::measure(settings.floor_counts(), &settings.data_dir, &progress)
             .await
-            .context("measuring the floor")?,
-    );
-    progress.finish_and_clear();
-    if let Some(floor) = &report.floor {
+            .context("measuring the floor")?;
+        progress.finish_and_clear();
         eprintln!(
             "{:<24} gRPC round trip p50 {} µs ({:.0}/s), {:.0} messages/s pipelined, LMDB commit p50 {} µs ({:.0}/s)",
             "floor",
@@ -208,6 +211,7 @@ async fn execute(
             floor.lmdb_commit.latency.p50_us,
             floor.lmdb_commit.commits_per_s
         );
+        report.floor = Some(floor);
     }
     let mut specs: Vec<WorkloadSpec> = Vec::new();
     if matches!(command, Command::All | Command::Seed) {

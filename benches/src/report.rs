@@ -143,7 +143,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>5} {:>5} {:>6} {:>4}",
+        "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>5} {:>6} {:>5} {:>6} {:>4}",
         "workload",
         "store",
         "net",
@@ -156,6 +156,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
         "max ms",
         "CPU µs",
         "CPU%",
+        "cs/tx",
         "fast%",
         "msg/tx",
         "err"
@@ -163,7 +164,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
     for r in results {
         let _ = writeln!(
             out,
-            "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8.0} {:>7.2} {:>7.2} {:>8.1} {:>8.0} {:>5.0} {:>5.0} {:>6.1} {:>4}",
+            "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8.0} {:>7.2} {:>7.2} {:>8.1} {:>8.0} {:>5.0} {:>6.1} {:>5.0} {:>6.1} {:>4}",
             r.name,
             r.store.to_string(),
             r.network.to_string(),
@@ -176,6 +177,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
             r.latency.max_us as f64 / 1000.0,
             r.cpu_per_txn_us,
             r.cpu_utilisation * 100.0,
+            r.voluntary_switches_per_txn,
             r.fast_path_share * 100.0,
             r.messages_per_txn,
             r.errors,
@@ -183,7 +185,8 @@ pub fn table(results: &[WorkloadResult]) -> String {
     }
     out.push_str(
         "(conc: transactions in flight; CPU µs: CPU time per committed transaction, all nodes; \
-         CPU%: of all cores until every node executed everything; fast%: fast-path commits; \
+         CPU%: of all cores until every node executed everything; cs/tx: voluntary context \
+         switches per transaction, whole process; fast%: fast-path commits; \
          msg/tx: protocol messages sent per transaction, all nodes)",
     );
     out
@@ -191,8 +194,18 @@ pub fn table(results: &[WorkloadResult]) -> String {
 
 /// One line for a finished workload (printed as the run goes).
 pub fn line(r: &WorkloadResult) -> String {
+    let c = &r.counters;
+    let store = if c.store_commits == 0 {
+        String::new()
+    } else {
+        format!(
+            "  store: {:.1} records/commit, {:.2} ms/commit",
+            c.store_records as f64 / c.store_commits as f64,
+            c.store_commit_micros as f64 / c.store_commits as f64 / 1000.0
+        )
+    };
     format!(
-        "{:<24} {:>8.0} txns/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} µs CPU/txn  CPU {:>3.0} %  fast {:>3.0} %  {} errors{}",
+        "{:<24} {:>8.0} txns/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} µs CPU/txn  CPU {:>3.0} %  fast {:>3.0} %  {} errors{}{store}",
         r.name,
         r.throughput_tps,
         r.latency.p50_us as f64 / 1000.0,

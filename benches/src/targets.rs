@@ -230,7 +230,7 @@ fn with_long_run(mut targets: Vec<Target>, long_run: Option<&LongResult>) -> Vec
     if let Some(long) = long_run {
         let memory = &long.memory;
         targets.push(Target {
-            name: "long run: VmRSS growth after warm".into(),
+            name: "long run: RssAnon growth after warm".into(),
             ratio: Some(memory.growth_after_warm),
             requirement: format!("<= {FLAT_GROWTH_MAX}"),
             verdict: if memory.flat {
@@ -239,12 +239,14 @@ fn with_long_run(mut targets: Vec<Target>, long_run: Option<&LongResult>) -> Vec
                 Verdict::Miss
             },
             detail: format!(
-                "{:.1} MiB at {:.0} s → {:.1} MiB at the end (max {:.1} MiB), slope {:.0} KiB/min, {} transactions",
-                memory.warm_rss_kib as f64 / 1024.0,
+                "anon {:.1} MiB at {:.0} s → {:.1} MiB at the end (max {:.1} MiB), slope {:.0} KiB/min; VmRSS {:.1} → {:.1} MiB (includes LMDB's mapped files); {} transactions",
+                memory.warm_anon_kib as f64 / 1024.0,
                 memory.warm_elapsed_s,
-                memory.final_rss_kib as f64 / 1024.0,
-                memory.max_rss_after_warm_kib as f64 / 1024.0,
+                memory.final_anon_kib as f64 / 1024.0,
+                memory.max_anon_after_warm_kib as f64 / 1024.0,
                 memory.slope_kib_per_min,
+                memory.warm_rss_kib as f64 / 1024.0,
+                memory.final_rss_kib as f64 / 1024.0,
                 long.committed,
             ),
         });

@@ -1,6 +1,7 @@
 //! Cluster workloads: closed-loop clients or one burst of concurrent transactions against a
 //! fresh [`Cluster`], with latency, throughput and CPU time measured around them.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,7 +11,9 @@ use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::cluster::{Cluster, ClusterCounters, ClusterSpec, NetworkKind, StoreKind};
+use crate::cluster::{
+    tally_since, Cluster, ClusterCounters, ClusterSpec, KindCount, NetworkKind, StoreKind,
+};
 use crate::machine;
 use crate::tx::BenchTx;
 
@@ -182,6 +185,11 @@ pub struct WorkloadResult {
     pub cpu_per_txn_us: f64,
     /// `cpu_s / (settle_s × cores)`: 1.0 is every core busy the whole time.
     pub cpu_utilisation: f64,
+    /// Voluntary context switches per committed transaction, whole process: hand-overs
+    /// between threads (and sleeps) on the transactions' way.
+    pub voluntary_switches_per_txn: f64,
+    /// Involuntary context switches per committed transaction (preemptions).
+    pub involuntary_switches_per_txn: f64,
     /// Protocol and network counters over the workload, all nodes summed.
     pub counters: ClusterCounters,
     /// Share of coordinated commits that took the fast path.
@@ -192,6 +200,8 @@ pub struct WorkloadResult {
     pub envelopes_per_batch: f64,
     /// Mean encoded bytes per envelope.
     pub bytes_per_envelope: f64,
+    /// Messages sent by every node, by kind, with the timestamps (deps) they carried.
+    pub messages_by_kind: BTreeMap<String, KindCount>,
 }
 
 /// How long the harness waits for lagging nodes to execute everything after the last reply.
@@ -203,7 +213,8 @@ pub async fn run(spec: &WorkloadSpec, progress: &ProgressBar) -> anyhow::Result<
     let warm = warm_up(&cluster, spec.keys).await?;
 
     let counters_before = cluster.counters();
-    let cpu_before = machine::cpu_time();
+    let kinds_before = cluster.messages_by_kind();
+    let usage_before = machine::usage();
     let started = Instant::now();
     let outcome = match &spec.load {
         Load::Clients { clients, txns } => {
@@ -220,13 +231,20 @@ pub async fn run(spec: &WorkloadSpec, progress: &ProgressBar) -> anyhow::Result<
         .wait_applied(warm + outcome.committed, SETTLE_PATIENCE)
         .await;
     let settle = started.elapsed();
-    let cpu = machine::cpu_time().saturating_sub(cpu_before);
+    let usage = machine::usage();
+    let cpu = usage.cpu.saturating_sub(usage_before.cpu);
     let counters = cluster.counters().since(&counters_before);
+    let kinds = tally_since(&cluster.messages_by_kind(), &kinds_before);
     cluster.shutdown().await;
 
-    Ok(summarise(
-        spec, outcome, wall, settle, settled, cpu, counters,
-    ))
+    let mut result = summarise(spec, outcome, wall, settle, settled, cpu, counters);
+    result.messages_by_kind = kinds;
+    let per_committed = |count: u64| count as f64 / result.committed.max(1) as f64;
+    result.voluntary_switches_per_txn =
+        per_committed(usage.voluntary_switches - usage_before.voluntary_switches);
+    result.involuntary_switches_per_txn =
+        per_committed(usage.involuntary_switches - usage_before.involuntary_switches);
+    Ok(result)
 }
 
 fn summarise(
@@ -286,6 +304,9 @@ fn summarise(
         } else {
             counters.bytes_sent as f64 / counters.envelopes_sent as f64
         },
+        messages_by_kind: BTreeMap::new(),
+        voluntary_switches_per_txn: 0.0,
+        involuntary_switches_per_txn: 0.0,
     }
 }
 
