@@ -14,16 +14,36 @@
 //! index; the highest timestamps they contributed stay, so a transaction that conflicts with
 //! a forgotten one is still ordered after it.
 
-use std::collections::BTreeSet;
-
 use rustc_hash::FxHashMap;
 use synevi_types::{Deps, Key, Keys, Timestamp, T0};
 
-/// Active and stable transactions of one index entry.
+/// Active and stable transactions of one index entry, each a sorted vector: transactions
+/// mostly arrive in `t0` order (appended at the end), and the deps below a bound are then one
+/// contiguous slice.
 #[derive(Debug, Default)]
 struct Entry {
-    active: BTreeSet<T0>,
-    stable: BTreeSet<T0>,
+    active: Vec<T0>,
+    stable: Vec<T0>,
+}
+
+fn sorted_insert(list: &mut Vec<T0>, t0: T0) -> bool {
+    match list.binary_search(&t0) {
+        Ok(_) => false,
+        Err(at) => {
+            list.insert(at, t0);
+            true
+        }
+    }
+}
+
+fn sorted_remove(list: &mut Vec<T0>, t0: &T0) -> bool {
+    match list.binary_search(t0) {
+        Ok(at) => {
+            list.remove(at);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 impl Entry {
@@ -31,22 +51,31 @@ impl Entry {
         self.active.is_empty() && self.stable.is_empty()
     }
 
+    fn insert(&mut self, t0: T0) -> bool {
+        sorted_insert(&mut self.active, t0)
+    }
+
     fn remove(&mut self, t0: &T0) -> bool {
-        self.active.remove(t0) | self.stable.remove(t0)
+        sorted_remove(&mut self.active, t0) | sorted_remove(&mut self.stable, t0)
     }
 
     fn stabilise(&mut self, t0: T0) {
-        if self.active.remove(&t0) {
-            self.stable.insert(t0);
+        if sorted_remove(&mut self.active, &t0) {
+            sorted_insert(&mut self.stable, t0);
         }
     }
 
-    fn deps_below(&self, bound: T0) -> impl Iterator<Item = T0> + '_ {
-        self.active.range(..bound).copied()
+    /// The active transactions below `bound`: the deps this entry contributes.
+    fn deps_below(&self, bound: T0) -> &[T0] {
+        &self.active[..self.active.partition_point(|t0| *t0 < bound)]
     }
 
     fn all(&self) -> impl Iterator<Item = T0> + '_ {
         self.active.iter().chain(self.stable.iter()).copied()
+    }
+
+    fn len(&self) -> usize {
+        self.active.len() + self.stable.len()
     }
 }
 
@@ -90,16 +119,16 @@ impl ConflictIndex {
     /// Adds an active transaction. What it witnessed is recorded separately with
     /// [`ConflictIndex::witness`], after the replica computed its own answer for it.
     pub fn insert(&mut self, t0: T0, keys: &Keys) {
-        let inserted = self.every.active.insert(t0);
+        let inserted = self.every.insert(t0);
         debug_assert!(inserted, "{t0:?} indexed twice");
         match keys {
             Keys::All => {
-                self.all_keys.active.insert(t0);
+                self.all_keys.insert(t0);
             }
             Keys::Set(keys) => {
                 for key in keys {
                     let entry = self.by_key.entry(key.clone()).or_default();
-                    entry.members.active.insert(t0);
+                    entry.members.insert(t0);
                 }
             }
         }
@@ -172,20 +201,34 @@ impl ConflictIndex {
     /// itself: the deps.
     pub fn deps(&self, keys: &Keys, bound: Timestamp, except: T0) -> Deps {
         let bound = T0(bound);
-        let mut found: Vec<T0> = Vec::new();
+        let mut slices: Vec<&[T0]> = Vec::new();
         match keys {
-            Keys::All => found.extend(self.every.deps_below(bound)),
+            Keys::All => slices.push(self.every.deps_below(bound)),
             Keys::Set(keys) => {
-                found.extend(self.all_keys.deps_below(bound));
+                slices.push(self.all_keys.deps_below(bound));
                 for key in keys {
                     if let Some(entry) = self.by_key.get(key) {
-                        found.extend(entry.members.deps_below(bound));
+                        slices.push(entry.members.deps_below(bound));
                     }
                 }
             }
         }
-        found.retain(|t0| *t0 != except);
-        Deps::from_unsorted(found)
+        slices.retain(|slice| !slice.is_empty());
+        let mut deps: Vec<T0> = match slices.as_slice() {
+            [] => return Deps::new(),
+            // One sorted, duplicate-free slice (one key, or everything): take it as it is.
+            [only] => only.to_vec(),
+            _ => {
+                let mut all: Vec<T0> = slices.concat();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        };
+        if let Ok(at) = deps.binary_search(&except) {
+            deps.remove(at);
+        }
+        Deps::from_sorted(deps)
     }
 
     /// Every indexed transaction conflicting with `keys`, active or stable, `except` itself,
@@ -211,7 +254,7 @@ impl ConflictIndex {
 
     /// How many transactions are indexed.
     pub fn len(&self) -> usize {
-        self.every.active.len() + self.every.stable.len()
+        self.every.len()
     }
 
     /// How many per-key entries exist (for memory accounting).

@@ -196,6 +196,16 @@ impl Core {
                 },
             );
         }
+        // The graph must know what is done before it orders what is not.
+        let done: Vec<T0> = core
+            .txs
+            .iter()
+            .filter(|(_, state)| state.executed)
+            .map(|(t0, _)| *t0)
+            .collect();
+        for t0 in done {
+            core.execution.done(t0);
+        }
         for (t0, t, deps) in committed {
             core.add_to_execution(t0, t, &deps);
         }
@@ -582,20 +592,11 @@ impl Core {
         }
     }
 
-    /// Whether dependency `t0` no longer holds anyone up: executed (or handed out for
-    /// execution), invalidated, or forgotten after every member applied it.
-    pub(crate) fn is_done(&self, t0: T0) -> bool {
-        match self.txs.get(&t0) {
-            Some(state) => state.executed,
-            None => self.gc.is_forgotten(t0),
-        }
-    }
-
     /// Puts a committed transaction into the execution graph.
     pub(crate) fn add_to_execution(&mut self, t0: T0, t: synevi_types::T, deps: &Deps) {
-        let mut execution = std::mem::take(&mut self.execution);
-        execution.commit(t0, t, deps, |dep| self.is_done(dep));
-        self.execution = execution;
+        let gc = &self.gc;
+        self.execution
+            .commit(t0, t, deps, |dep| gc.is_forgotten(dep));
     }
 
     /// Makes sure dependencies that executions wait for, and that this replica has never
@@ -629,6 +630,7 @@ impl Core {
             + self.conflicts.len()
             + self.conflicts.key_entries()
             + self.execution.pending_len()
+            + self.execution.done_len()
             + self.coordinations.len()
             + self.clients.len()
             + self.timers.len()

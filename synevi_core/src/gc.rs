@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use synevi_types::{Forget, Message, Serial, Status, Timestamp, T0};
 
 use crate::core::Core;
@@ -29,7 +29,7 @@ use crate::quorum::Quorums;
 #[derive(Debug, Default)]
 pub(crate) struct Gc {
     /// Forgotten ids above their home's floor.
-    forgotten: BTreeSet<T0>,
+    forgotten: FxHashSet<T0>,
     /// Per home node: every transaction it coordinated below this is applied everywhere.
     floors: BTreeMap<Serial, T0>,
     /// Per member: its latest decided floor.
@@ -57,7 +57,8 @@ impl Gc {
 
     /// Whether `t0` was forgotten here or lies below its home's floor: applied everywhere.
     pub fn is_forgotten(&self, t0: T0) -> bool {
-        self.forgotten.contains(&t0) || self.floors.get(&t0.0.serial).is_some_and(|f| t0 < *f)
+        // Floors first: a map of one entry per home node, and where it answers, no set lookup.
+        self.floors.get(&t0.0.serial).is_some_and(|f| t0 < *f) || self.forgotten.contains(&t0)
     }
 
     pub fn next_deadline(&self) -> Option<u64> {
@@ -262,6 +263,7 @@ impl Core {
             self.conflicts.remove(t0, keys);
         }
         debug_assert!(!self.execution.is_pending(t0));
+        self.execution.forget(t0);
         self.gc.applied_everywhere.remove(&t0);
         self.gc.home_acks.remove(&t0);
         let below_floor = self.gc.floors.get(&t0.0.serial).is_some_and(|f| t0 < *f);

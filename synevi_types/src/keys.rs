@@ -148,6 +148,17 @@ impl Deps {
         Deps::default()
     }
 
+    /// Dependencies from a list that is already strictly ascending (an index slice, for
+    /// example): no sorting, and the order is only checked in debug builds. Anything that
+    /// comes from outside the process goes through `TryFrom<Vec<T0>>` instead, which checks.
+    pub fn from_sorted(t0s: Vec<T0>) -> Deps {
+        debug_assert!(
+            t0s.windows(2).all(|pair| pair[0] < pair[1]),
+            "Deps::from_sorted needs a strictly ascending list"
+        );
+        Deps(t0s.into())
+    }
+
     /// Dependencies from any list of `t0`s (sorted and deduplicated here).
     pub fn from_unsorted(mut t0s: Vec<T0>) -> Deps {
         t0s.sort_unstable();
@@ -157,7 +168,8 @@ impl Deps {
 
     /// Adds every dependency of `other` to `self`.
     pub fn union_with(&mut self, other: &Deps) {
-        if other.0.is_empty() || Arc::ptr_eq(&self.0, &other.0) {
+        if other.0.is_empty() || Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0 {
+            // Replicas mostly answer with the same deps: nothing to merge.
             return;
         }
         if self.0.is_empty() {
