@@ -392,6 +392,7 @@ fn check_dump(dump: &Dump, acked: &Acked, generation: u64, context: &str) {
     let mut orders: BTreeMap<Serial, Vec<(u64, Vec<String>)>> = BTreeMap::new();
     for serial in SERIALS {
         let log = dump.logs.get(&serial).unwrap_or(&empty);
+        let log_ids: Vec<u64> = log.iter().map(|event| event.id).collect();
         let mut ledger = LedgerState::default();
         let mut positions: BTreeMap<u64, Vec<(String, u64)>> = BTreeMap::new();
         for (index, event) in log.iter().enumerate() {
@@ -442,7 +443,10 @@ fn check_dump(dump: &Dump, acked: &Acked, generation: u64, context: &str) {
         assert_eq!(
             applied.len() as u64,
             *count,
-            "node {serial}: its log is shorter than the applied count it settled with; {context}"
+            "node {serial}: its log after the clean stop holds {} events, fewer than the {count} \
+             it had applied when the nodes agreed (last ids logged: {:?}); {context}",
+            log.len(),
+            &log_ids[log_ids.len().saturating_sub(5)..]
         );
         for ack in acked.values() {
             let Some(got) = positions.get(&ack.id) else {
@@ -553,6 +557,19 @@ fn write_expected(root: &Path, acked: &Acked) {
     std::fs::write(root.join("expected"), text).expect("the expected ids are written");
 }
 
+/// The end of what the writer printed to stderr (the nodes' warnings and errors, failed
+/// transactions): what a failed check's message needs to be read.
+fn stderr_tail(outcome: &Outcome) -> String {
+    const LINES_MAX: usize = 40;
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LINES_MAX)..];
+    format!(
+        "writer stderr (last {} lines):\n{}",
+        tail.len(),
+        tail.join("\n")
+    )
+}
+
 fn describe_end(outcome: &Outcome) -> String {
     format!(
         "the writer ended with {}; stderr:\n{}\nunsettled:\n{}",
@@ -595,6 +612,7 @@ fn sigkilled_cluster_loses_and_duplicates_nothing_acknowledged() {
             describe_end(&outcome)
         );
         if outcome.dump.complete {
+            let context = format!("{context}\n{}", stderr_tail(&outcome));
             check_dump(&outcome.dump, &acked, generation, &context);
             settles_checked += 1;
         }
@@ -615,6 +633,7 @@ fn sigkilled_cluster_loses_and_duplicates_nothing_acknowledged() {
         "{context}: the settling writer failed; {}",
         describe_end(&outcome)
     );
+    let context = format!("{context}\n{}", stderr_tail(&outcome));
     check_dump(&outcome.dump, &acked, runs + 1, &context);
     let events = outcome.dump.logs.get(&SERIALS[0]).map_or(0, Vec::len);
     assert!(

@@ -247,6 +247,11 @@ async fn write(args: &Args) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let args = parse_args();
     if !settle_and_dump(&args).await {
         std::process::exit(1);
