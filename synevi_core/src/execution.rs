@@ -15,16 +15,17 @@
 
 use std::collections::BTreeSet;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use synevi_types::{Deps, T, T0};
 
 /// Committed transactions that have not executed yet, and what each waits for.
 #[derive(Debug, Default)]
 pub struct ExecutionGraph {
-    pending: FxHashMap<T0, Pending>,
-    /// Transactions that executed (or were invalidated) and may still appear in deps; a
-    /// small set, so the common "already done" answer is one cheap lookup.
-    done: FxHashSet<T0>,
+    /// Committed transactions: waiting to execute, or done (executed or invalidated) while
+    /// they may still appear in deps. One map, so classifying a dependency is one lookup.
+    nodes: FxHashMap<T0, GraphNode>,
+    /// How many of `nodes` are pending.
+    pending_count: usize,
     /// `d -> [X, ...]`: transactions blocked on `d` (on its commit if `d` is not pending, on
     /// its execution if it is).
     waiters: FxHashMap<T0, Vec<T0>>,
@@ -32,9 +33,9 @@ pub struct ExecutionGraph {
 }
 
 #[derive(Debug)]
-struct Pending {
-    t: T,
-    blockers: usize,
+enum GraphNode {
+    Pending { t: T, blockers: usize },
+    Done,
 }
 
 impl ExecutionGraph {
@@ -43,20 +44,16 @@ impl ExecutionGraph {
     /// not committed yet.
     pub fn commit(&mut self, t0: T0, t: T, deps: &Deps, is_forgotten: impl Fn(T0) -> bool) {
         assert!(t >= t0, "execution timestamp {t:?} below {t0:?}");
-        debug_assert!(!self.pending.contains_key(&t0), "{t0:?} committed twice");
+        debug_assert!(!self.nodes.contains_key(&t0), "{t0:?} committed twice");
         let mut blockers = 0;
         for &dep in deps.iter() {
             if dep == t0 {
                 continue;
             }
-            // Almost every dependency has executed by the time its dependant commits (99% on a
-            // hot key under load): ask that first, it is one small lookup.
-            if self.done.contains(&dep) {
-                continue;
-            }
-            let blocks = match self.pending.get(&dep) {
+            let blocks = match self.nodes.get(&dep) {
+                Some(GraphNode::Done) => false,
                 // Committed: wait only if it executes first.
-                Some(pending) => pending.t < t,
+                Some(GraphNode::Pending { t: dep_t, .. }) => *dep_t < t,
                 None if is_forgotten(dep) => false,
                 // Not committed yet: its t is unknown, wait for the commit.
                 None => true,
@@ -66,7 +63,8 @@ impl ExecutionGraph {
                 blockers += 1;
             }
         }
-        self.pending.insert(t0, Pending { t, blockers });
+        self.nodes.insert(t0, GraphNode::Pending { t, blockers });
+        self.pending_count += 1;
         if blockers == 0 {
             self.ready.insert((t, t0));
         }
@@ -75,9 +73,10 @@ impl ExecutionGraph {
         if let Some(waiting) = self.waiters.remove(&t0) {
             let mut still_waiting = Vec::new();
             for dependant in waiting {
-                let dependant_t = self.pending.get(&dependant).map(|p| p.t);
-                match dependant_t {
-                    Some(dependant_t) if t < dependant_t => still_waiting.push(dependant),
+                match self.nodes.get(&dependant) {
+                    Some(GraphNode::Pending { t: dependant_t, .. }) if t < *dependant_t => {
+                        still_waiting.push(dependant)
+                    }
                     _ => self.release(dependant),
                 }
             }
@@ -89,9 +88,9 @@ impl ExecutionGraph {
 
     /// Marks a transaction done (executed or invalidated); releases what waits for it.
     pub fn done(&mut self, t0: T0) {
-        self.done.insert(t0);
-        if let Some(pending) = self.pending.remove(&t0) {
-            self.ready.remove(&(pending.t, t0));
+        if let Some(GraphNode::Pending { t, .. }) = self.nodes.insert(t0, GraphNode::Done) {
+            self.pending_count -= 1;
+            self.ready.remove(&(t, t0));
         }
         for dependant in self.waiters.remove(&t0).unwrap_or_default() {
             self.release(dependant);
@@ -99,41 +98,45 @@ impl ExecutionGraph {
     }
 
     fn release(&mut self, t0: T0) {
-        let Some(pending) = self.pending.get_mut(&t0) else {
+        let Some(GraphNode::Pending { t, blockers }) = self.nodes.get_mut(&t0) else {
             debug_assert!(false, "released {t0:?}, which is not pending");
             return;
         };
-        debug_assert!(
-            pending.blockers > 0,
-            "{t0:?} released more often than blocked"
-        );
-        pending.blockers -= 1;
-        if pending.blockers == 0 {
-            self.ready.insert((pending.t, t0));
+        debug_assert!(*blockers > 0, "{t0:?} released more often than blocked");
+        *blockers -= 1;
+        if *blockers == 0 {
+            self.ready.insert((*t, t0));
         }
     }
 
     /// The next transaction to execute, lowest `t` first; it counts as executed from here on.
     pub fn pop_ready(&mut self) -> Option<(T0, T)> {
         let (t, t0) = self.ready.pop_first()?;
-        debug_assert_eq!(self.pending.get(&t0).map(|p| p.blockers), Some(0));
+        debug_assert!(matches!(
+            self.nodes.get(&t0),
+            Some(GraphNode::Pending { blockers: 0, .. })
+        ));
         self.done(t0);
         Some((t0, t))
     }
 
     /// `t0` was forgotten: from now on `is_forgotten` answers for it.
     pub fn forget(&mut self, t0: T0) {
-        self.done.remove(&t0);
+        if let Some(GraphNode::Pending { .. }) = self.nodes.get(&t0) {
+            debug_assert!(false, "forgot {t0:?}, which is pending");
+            return;
+        }
+        self.nodes.remove(&t0);
     }
 
     /// How many done transactions the graph remembers (for memory accounting).
     pub fn done_len(&self) -> usize {
-        self.done.len()
+        self.nodes.len() - self.pending_count
     }
 
     /// Whether `t0` is committed and waiting to execute.
     pub fn is_pending(&self, t0: T0) -> bool {
-        self.pending.contains_key(&t0)
+        matches!(self.nodes.get(&t0), Some(GraphNode::Pending { .. }))
     }
 
     /// Dependencies someone waits for that are not committed here: the ones to ask peers
@@ -142,7 +145,7 @@ impl ExecutionGraph {
         let mut missing: Vec<T0> = self
             .waiters
             .keys()
-            .filter(|dep| !self.pending.contains_key(dep))
+            .filter(|dep| !self.nodes.contains_key(dep))
             .copied()
             .collect();
         missing.sort_unstable();
@@ -151,7 +154,7 @@ impl ExecutionGraph {
 
     /// How many transactions are committed and not executed.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending_count
     }
 }
 
