@@ -2,9 +2,9 @@
 //! executor.
 //!
 //! Three workers, connected by channels, keep the core free of I/O:
-//! - the core task feeds inputs (client submissions, arrived envelopes, timer ticks,
+//! - the core thread feeds inputs (client submissions, arrived envelopes, timer ticks,
 //!   executor results) into the [`Core`], many per round, and takes one [`crate::Ready`] per
-//!   round;
+//!   round; it has a thread of its own so that it cannot starve the network's tasks;
 //! - the persister thread commits each round's writes, coalescing rounds that queued up while
 //!   it was busy into one store commit (group commit), and only then sends the round's
 //!   messages and hands its executions on;
