@@ -42,7 +42,7 @@ fn envelopes() -> Vec<(String, Envelope)> {
         "PreAccept".to_string(),
         envelope(Message::PreAccept(PreAccept { t0, body: body() })),
     )];
-    for count in [0, 64] {
+    for count in [0, 64, 256] {
         all.push((
             format!("PreAcceptOk-{count}-deps"),
             envelope(Message::PreAcceptOk(PreAcceptOk {

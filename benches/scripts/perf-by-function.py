@@ -41,6 +41,9 @@ for line in sys.stdin:
     if len(parts) == 2:
         stack.append(re.sub(r"\+0x[0-9a-f]+$", "", re.sub(r"\s*\(.*\)$", "", parts[1]).replace(" (inlined)", "")))
 flush()
-print(f"{total} samples")
-for name, n in counts.most_common(25):
-    print(f"  {100 * n / total:5.1f} %  {name[:150]}")
+try:
+    print(f"{total} samples")
+    for name, n in counts.most_common(25):
+        print(f"  {100 * n / total:5.1f} %  {name[:150]}")
+except BrokenPipeError:
+    pass

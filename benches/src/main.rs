@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p synevi_benches -- --help`
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
@@ -43,9 +43,10 @@ struct Cli {
     #[arg(long, global = true, value_parser = plan::parse_duration)]
     duration: Option<Duration>,
 
-    /// Where to write the JSON report.
-    #[arg(long, global = true, default_value = "target/bench-results.json")]
-    json: PathBuf,
+    /// Where to write the JSON report [default: target/bench-results.json; for `long`
+    /// target/bench-long.json].
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
 
     /// Where LMDB stores are created (one fresh directory per cluster, removed after it).
     #[arg(long, global = true, default_value = "target/bench-data")]
@@ -118,6 +119,13 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = cli.command.unwrap_or(Command::All);
+    let json = cli.json.clone().unwrap_or_else(|| {
+        PathBuf::from(if command == Command::Long {
+            "target/bench-long.json"
+        } else {
+            "target/bench-results.json"
+        })
+    });
     let settings = Settings {
         quick: cli.quick,
         txns: cli.txns.unwrap_or(if cli.quick {
@@ -161,9 +169,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .machine
             .load_average_at_start
             .map_or("unknown".into(), |[one, ..]| format!("{one:.2}")),
-        cli.json.display()
+        json.display()
     );
-    let outcome = execute(command, &cli, &settings, &mut report).await;
+    let outcome = execute(command, &cli, &json, &settings, &mut report).await;
     report.duration_s = started.elapsed().as_secs_f64();
     report.load_average_at_end = machine::load_average();
     report.targets = targets::evaluate(
@@ -172,9 +180,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         report.long_run.as_ref(),
     );
     // Whatever was measured is written, also when a later part failed.
-    report.write_json(&cli.json)?;
+    report.write_json(&json)?;
     println!("{}", report.render());
-    eprintln!("synevi-bench: wrote {}", cli.json.display());
+    eprintln!("synevi-bench: wrote {}", json.display());
     outcome
 }
 
@@ -189,6 +197,7 @@ fn or_default<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
 async fn execute(
     command: Command,
     cli: &Cli,
+    json: &Path,
     settings: &Settings,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -234,7 +243,7 @@ async fn execute(
         eprintln!("{}", report::line(&result));
         report.workloads.push(result);
         // Keep what was measured if a later workload fails or the run is interrupted.
-        report.write_json(&cli.json)?;
+        report.write_json(json)?;
     }
     Ok(())
 }
