@@ -114,24 +114,12 @@ impl Core {
             "Accept proposes t {:?} below {t0:?}",
             message.t
         );
-        if !self.ensure_state(t0, Some(&message.body)) {
+        if !self.accept_gate(from, t0, message.ballot, Some(&message.body)) {
             return;
         }
         let Some(state) = self.txs.get_mut(&t0) else {
             return;
         };
-        if message.ballot < state.record.promised {
-            let promised = state.record.promised;
-            self.send(from, Message::Nack(Nack { t0, promised }));
-            return;
-        }
-        if state.record.status.is_decided() {
-            // Tell the coordinator the decision instead of accepting again.
-            self.send_decision(from, t0);
-            return;
-        }
-        state.record.promised = message.ballot;
-        state.record.accepted = message.ballot;
         state.record.status = Status::Accepted;
         state.record.t = message.t;
         // Keep the proposed deps: recovery reads them as "what this transaction witnessed".
@@ -339,23 +327,12 @@ impl Core {
 
     pub(crate) fn on_accept_invalidate(&mut self, from: Serial, message: AcceptInvalidate) {
         let t0 = message.t0;
-        if !self.ensure_state(t0, None) {
+        if !self.accept_gate(from, t0, message.ballot, None) {
             return;
         }
         let Some(state) = self.txs.get_mut(&t0) else {
             return;
         };
-        if message.ballot < state.record.promised {
-            let promised = state.record.promised;
-            self.send(from, Message::Nack(Nack { t0, promised }));
-            return;
-        }
-        if state.record.status.is_decided() {
-            self.send_decision(from, t0);
-            return;
-        }
-        state.record.promised = message.ballot;
-        state.record.accepted = message.ballot;
         state.record.status = Status::AcceptedInvalidate;
         self.mark_dirty(t0);
         let reply = AcceptInvalidateOk {
@@ -363,6 +340,36 @@ impl Core {
             ballot: message.ballot,
         };
         self.send(from, Message::AcceptInvalidateOk(reply));
+    }
+
+    /// The Paxos acceptor's check for a proposal at `ballot` (Accept or AcceptInvalidate):
+    /// refuses (Nack) a ballot below the promised one, answers with the decision if there is
+    /// one, and otherwise promises and records `ballot` as the accepted one. True when the
+    /// caller may store the proposed value.
+    fn accept_gate(&mut self, from: Serial, t0: T0, ballot: Ballot, body: Option<&TxBody>) -> bool {
+        if !self.ensure_state(t0, body) {
+            return false;
+        }
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return false;
+        };
+        if ballot < state.record.promised {
+            let promised = state.record.promised;
+            self.send(from, Message::Nack(Nack { t0, promised }));
+            return false;
+        }
+        if state.record.status.is_decided() {
+            // Tell the coordinator the decision instead of accepting again.
+            self.send_decision(from, t0);
+            return false;
+        }
+        debug_assert!(
+            ballot >= state.record.accepted,
+            "accepted ballots only grow"
+        );
+        state.record.promised = ballot;
+        state.record.accepted = ballot;
+        true
     }
 
     /// Catch-up: answers with the decision for every asked transaction decided here.

@@ -37,21 +37,17 @@ impl Core {
     }
 
     pub(crate) fn on_accept_ok(&mut self, from: Serial, message: AcceptOk) {
-        if !self.quorums.is_voter(from) {
-            return;
-        }
-        let Some(coordination) = self.coordinations.get_mut(&message.t0) else {
+        let slow_quorum = self.quorums.slow_quorum();
+        let Some(coordination) = self.answered_coordination(from, message.t0, message.ballot)
+        else {
             return;
         };
-        if message.ballot != coordination.ballot {
-            return;
-        }
         let ballot = coordination.ballot;
         let Phase::Accept { t, replies, .. } = &mut coordination.phase else {
             return;
         };
         replies.insert(from, message.deps);
-        if replies.len() < self.quorums.slow_quorum() {
+        if replies.len() < slow_quorum {
             return;
         }
         // A majority accepted t: it is chosen. Its deps are what that majority knew below t.
@@ -81,20 +77,16 @@ impl Core {
     }
 
     pub(crate) fn on_accept_invalidate_ok(&mut self, from: Serial, message: AcceptInvalidateOk) {
-        if !self.quorums.is_voter(from) {
-            return;
-        }
-        let Some(coordination) = self.coordinations.get_mut(&message.t0) else {
+        let slow_quorum = self.quorums.slow_quorum();
+        let Some(coordination) = self.answered_coordination(from, message.t0, message.ballot)
+        else {
             return;
         };
-        if message.ballot != coordination.ballot {
-            return;
-        }
         let Phase::Invalidate { replies } = &mut coordination.phase else {
             return;
         };
         replies.insert(from);
-        if replies.len() >= self.quorums.slow_quorum() {
+        if replies.len() >= slow_quorum {
             self.stats.recovery_invalidations += 1;
             self.commit_invalidate(message.t0);
         }

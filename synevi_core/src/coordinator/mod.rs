@@ -42,6 +42,25 @@ pub(crate) enum Phase {
     },
 }
 
+impl crate::core::Core {
+    /// The coordination an answer at `ballot` from `from` is for: only voters count, and
+    /// only answers to the coordination's current ballot (late answers to an earlier
+    /// ballot, or to another coordinator, are ignored).
+    pub(crate) fn answered_coordination(
+        &mut self,
+        from: Serial,
+        t0: synevi_types::T0,
+        ballot: Ballot,
+    ) -> Option<&mut Coordination> {
+        if !self.quorums.is_voter(from) {
+            return None;
+        }
+        self.coordinations
+            .get_mut(&t0)
+            .filter(|coordination| coordination.ballot == ballot)
+    }
+}
+
 impl Coordination {
     /// How many voters have answered the current phase.
     pub fn replies(&self) -> usize {

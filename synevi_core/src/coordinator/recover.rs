@@ -76,15 +76,11 @@ impl Core {
     }
 
     pub(crate) fn on_recover_ok(&mut self, from: Serial, message: RecoverOk) {
-        if !self.quorums.is_voter(from) {
-            return;
-        }
-        let Some(coordination) = self.coordinations.get_mut(&message.t0) else {
+        let slow_quorum = self.quorums.slow_quorum();
+        let Some(coordination) = self.answered_coordination(from, message.t0, message.ballot)
+        else {
             return;
         };
-        if message.ballot != coordination.ballot {
-            return;
-        }
         let Phase::Recover { replies } = &mut coordination.phase else {
             return;
         };
@@ -93,7 +89,7 @@ impl Core {
         }
         let t0 = message.t0;
         replies.insert(from, message);
-        if replies.len() >= self.quorums.slow_quorum() {
+        if replies.len() >= slow_quorum {
             self.decide_recovery(t0);
         }
     }
