@@ -262,9 +262,12 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
         &self.inner.store
     }
 
-    /// Stops the node: no new transactions, pending ones fail with
-    /// [`SyneviError::ShutDown`], the network stops, writes already handed to the store
-    /// finish.
+    /// Stops the node, in order: no new transactions (they fail with
+    /// [`SyneviError::ShutDown`]) and no more protocol rounds; executions already handed to
+    /// the executor finish and their results are committed to the store with everything
+    /// else queued for it; committed transactions not yet executed stay in the store and
+    /// run after the restart. Then the network stops. An executor that never answers is
+    /// waited for at most [`Config::transaction_timeout_ms`].
     pub async fn shutdown(&self) {
         let (done, wait) = oneshot::channel();
         if self.inner.commands.send(Command::Shutdown { done }).is_ok() {

@@ -33,6 +33,8 @@ pub(crate) enum Command<E: Executor> {
         t0: T0,
         result_hash: [u8; 32],
     },
+    /// The executor did not run a job it was handed (it halted after a failure).
+    NotApplied,
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -91,7 +93,10 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         rounds,
         status: workers.status,
         waiters: FxHashMap::default(),
+        executing: 0,
+        stopping: None,
     };
+    let drain_ms = workers.config.transaction_timeout_ms;
     // The core gets a thread of its own: under load it is the busiest worker, and on the
     // application's runtime it would starve the network's I/O tasks, delaying messages past
     // the protocol's timeouts (seen with 5 nodes over gRPC on 2 cores).
@@ -100,7 +105,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
             .enable_time()
             .build()
         {
-            Ok(runtime) => runtime.block_on(core_loop(state)),
+            Ok(runtime) => runtime.block_on(core_loop(state, Duration::from_millis(drain_ms))),
             Err(error) => tracing::error!(%error, "cannot start the core's runtime"),
         }
     });
@@ -117,6 +122,18 @@ struct CoreLoop<E: Executor> {
     status: watch::Sender<NodeStatus>,
     /// Local clients by their transaction's `t0`.
     waiters: FxHashMap<T0, Reply<E>>,
+    /// Executions handed to the executor whose outcome the core has not heard yet.
+    executing: usize,
+    /// Set by `Node::shutdown`: the node drains, then answers here.
+    stopping: Option<Stopping>,
+}
+
+/// An ordered shutdown in progress: no new inputs, no new executions; the loop ends once
+/// every execution already handed out has reported back (so its applied state is committed
+/// with the last rounds), or after `deadline` if the executor never answers.
+struct Stopping {
+    done: oneshot::Sender<()>,
+    deadline: std::time::Instant,
 }
 
 enum Input<E: Executor> {
@@ -126,8 +143,22 @@ enum Input<E: Executor> {
     Closed,
 }
 
-async fn core_loop<E: Executor>(mut state: CoreLoop<E>) {
+async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
     loop {
+        if let Some(stopping) = &state.stopping {
+            if state.executing == 0 || std::time::Instant::now() >= stopping.deadline {
+                if state.executing > 0 {
+                    tracing::warn!(
+                        executing = state.executing,
+                        "shutting down with executions unreported; they run again on restart"
+                    );
+                }
+                if let Some(stopping) = state.stopping.take() {
+                    let _ = stopping.done.send(());
+                }
+                return;
+            }
+        }
         // The core counts whole milliseconds and an input's time is rounded down, so waking
         // one millisecond after the due tick guarantees that at least the configured
         // duration really passed (a client's timeout is never early).
@@ -141,7 +172,7 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>) {
             envelope = state.inbound.recv() => envelope.map_or(Input::Closed, Input::Envelope),
             _ = sleep_until(deadline) => Input::Tick,
         };
-        if !state.handle(first) {
+        if !state.handle(first, drain_max) {
             return;
         }
         // Take whatever else is queued, up to the limit: one round, one store commit.
@@ -153,7 +184,7 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>) {
             } else {
                 break;
             };
-            if !state.handle(next) {
+            if !state.handle(next, drain_max) {
                 return;
             }
         }
@@ -170,14 +201,20 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 }
 
 impl<E: Executor> CoreLoop<E> {
-    /// Feeds one input to the core; false when the node must stop.
-    fn handle(&mut self, input: Input<E>) -> bool {
+    /// Feeds one input to the core; false when the node must stop at once.
+    fn handle(&mut self, input: Input<E>, drain_max: Duration) -> bool {
         let now = self.clock.now();
+        let stopping = self.stopping.is_some();
         match input {
+            Input::Command(Command::Submit { reply, .. }) if stopping => {
+                let _ = reply.send(Err(SyneviError::ShutDown));
+            }
             Input::Command(Command::Submit { body, reply }) => {
                 let t0 = self.core.submit(now, body);
                 self.waiters.insert(t0, reply);
             }
+            // A stopping node takes part in no more protocol rounds.
+            Input::Envelope(_) if stopping => {}
             Input::Command(Command::AddMember {
                 serial,
                 voter,
@@ -186,11 +223,17 @@ impl<E: Executor> CoreLoop<E> {
                 let _ = done.send(self.core.add_member(serial, voter));
             }
             Input::Command(Command::Applied { t0, result_hash }) => {
+                self.executing = self.executing.saturating_sub(1);
                 self.core.applied(now, t0, result_hash);
             }
+            Input::Command(Command::NotApplied) => {
+                self.executing = self.executing.saturating_sub(1);
+            }
             Input::Command(Command::Shutdown { done }) => {
-                let _ = done.send(());
-                return false;
+                self.stopping = Some(Stopping {
+                    done,
+                    deadline: std::time::Instant::now() + drain_max,
+                });
             }
             Input::Envelope(envelope) => self.core.receive(now, envelope),
             Input::Tick => self.core.tick(now),
@@ -204,7 +247,7 @@ impl<E: Executor> CoreLoop<E> {
         let ready = self.core.take_ready();
         // Executions first: a client whose transaction executed in the same round its
         // deadline passed gets the result.
-        let jobs: Vec<Job<E>> = ready
+        let mut jobs: Vec<Job<E>> = ready
             .execute
             .into_iter()
             .map(|execution| Job {
@@ -212,6 +255,16 @@ impl<E: Executor> CoreLoop<E> {
                 execution,
             })
             .collect();
+        if self.stopping.is_some() {
+            // No new executions while stopping: they stay committed in the store and run
+            // after the restart, so the drain ends.
+            for job in jobs.drain(..) {
+                if let Some(reply) = job.reply {
+                    let _ = reply.send(Err(SyneviError::ShutDown));
+                }
+            }
+        }
+        self.executing += jobs.len();
         for failed in ready.replies {
             if let Some(reply) = self.waiters.remove(&failed.t0) {
                 let _ = reply.send(Err(failed.error));
@@ -279,9 +332,10 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
                 network.send(envelope);
             }
             for job in round.jobs {
-                if jobs.send(job).is_err() {
-                    return;
-                }
+                // Even if the executor is gone, the rounds behind this one must still be
+                // committed (`Node::shutdown` promises it); an execution that cannot run now
+                // stays committed and runs after the restart.
+                let _ = jobs.send(job);
             }
         }
     }
@@ -300,6 +354,7 @@ async fn execute_loop<E: Executor>(
             if let Some(reply) = job.reply {
                 let _ = reply.send(Err(error.clone()));
             }
+            let _ = commands.send(Command::NotApplied);
             continue;
         }
         let result: SyneviResult<E> = match decode::<E::Tx>(&job.execution.payload) {
@@ -317,6 +372,7 @@ async fn execute_loop<E: Executor>(
                     if let Some(reply) = job.reply {
                         let _ = reply.send(Err(failure));
                     }
+                    let _ = commands.send(Command::NotApplied);
                     continue;
                 }
             },
