@@ -202,6 +202,9 @@ pub struct WorkloadResult {
     pub bytes_per_envelope: f64,
     /// Messages sent by every node, by kind, with the timestamps (deps) they carried.
     pub messages_by_kind: BTreeMap<String, KindCount>,
+    /// The machine's 1-minute load average when the workload ended: other work sharing the
+    /// cores.
+    pub load_average_1m: Option<f64>,
 }
 
 /// How long the harness waits for lagging nodes to execute everything after the last reply.
@@ -305,6 +308,7 @@ fn summarise(
             counters.bytes_sent as f64 / counters.envelopes_sent as f64
         },
         messages_by_kind: BTreeMap::new(),
+        load_average_1m: machine::load_average().map(|[one, _, _]| one),
         voluntary_switches_per_txn: 0.0,
         involuntary_switches_per_txn: 0.0,
     }
