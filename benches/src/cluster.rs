@@ -122,9 +122,7 @@ impl MessageTally {
             Message::BeginRecovery(_) => (6, 0),
             Message::RecoverOk(m) => (
                 7,
-                m.deps.len()
-                    + m.earlier_committed_witness.len()
-                    + m.earlier_accepted_no_witness.len(),
+                m.deps.len() + m.earlier_committed_witness.len() + m.wait_for_commit.len(),
             ),
             Message::AcceptInvalidate(_) => (8, 0),
             Message::AcceptInvalidateOk(_) => (9, 0),

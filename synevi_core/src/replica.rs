@@ -275,7 +275,7 @@ impl Core {
             body: record.body.clone(),
             rejects_fast_path: false,
             earlier_committed_witness: Deps::new(),
-            earlier_accepted_no_witness: Deps::new(),
+            wait_for_commit: Deps::new(),
         };
         let Some(keys) = state.keys() else {
             return Some(reply);
@@ -288,7 +288,7 @@ impl Core {
             return Some(reply);
         }
         let mut committed_witness = Vec::new();
-        let mut accepted_no_witness = Vec::new();
+        let mut wait_for_commit = Vec::new();
         for other in self.conflicts.conflicting(keys, t0) {
             let Some(other_state) = self.txs.get(&other) else {
                 continue;
@@ -297,6 +297,7 @@ impl Core {
             let witnessed = other_record.deps.contains(&t0);
             let committed = matches!(other_record.status, Status::Committed | Status::Applied);
             let accepted = other_record.status == Status::Accepted;
+            let executes_after = other_record.t > t0;
             if other > t0 {
                 // (a) A later transaction accepted or committed without this one in its deps:
                 // had this one taken the fast path, every later conflicting transaction's
@@ -306,22 +307,27 @@ impl Core {
                     reply.rejects_fast_path = true;
                 }
             } else {
-                if committed && other_record.t > t0 && !witnessed {
+                if committed && executes_after && !witnessed {
                     // (a) Also: committed to execute after t0 without waiting for this one.
                     reply.rejects_fast_path = true;
                 }
                 if committed && witnessed {
                     committed_witness.push(other);
                 }
-                // (b) Earlier, accepted above t0, not witnessing this one, not committed:
-                // if it commits that way, t0 would be wrong; wait for it to decide.
-                if accepted && !witnessed && other_record.t > t0 {
-                    accepted_no_witness.push(other);
-                }
+            }
+            // (b) Accepted, not committed, to execute above t0: unless it is known not to
+            // witness this one (then (a) rejected the fast path already), wait for it to
+            // commit. An accepted proposal that witnesses this one is only what commits if
+            // its ballot wins; a later ballot may commit deps without it, and then it would
+            // not wait for this one proposed at t0 (found by reasoning about the simulator's
+            // seed 362460554).
+            let rejected_by_it = other > t0 && !witnessed;
+            if accepted && executes_after && !rejected_by_it {
+                wait_for_commit.push(other);
             }
         }
         reply.earlier_committed_witness = Deps::from_unsorted(committed_witness);
-        reply.earlier_accepted_no_witness = Deps::from_unsorted(accepted_no_witness);
+        reply.wait_for_commit = Deps::from_unsorted(wait_for_commit);
         Some(reply)
     }
 

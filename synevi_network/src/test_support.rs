@@ -134,7 +134,7 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
                         body,
                         rejects_fast_path,
                         earlier_committed_witness: committed,
-                        earlier_accepted_no_witness: accepted_no_witness,
+                        wait_for_commit: accepted_no_witness,
                     })
                 }
             ),
@@ -241,7 +241,7 @@ pub(crate) fn every_message_kind() -> Vec<Message> {
             body: Some(body(8, some_keys)),
             rejects_fast_path: true,
             earlier_committed_witness: Deps::from_unsorted(vec![T0(ts(2, 0, 1))]),
-            earlier_accepted_no_witness: Deps::from_unsorted(vec![T0(ts(1, 0, 2))]),
+            wait_for_commit: Deps::from_unsorted(vec![T0(ts(1, 0, 2))]),
         }),
         Message::AcceptInvalidate(AcceptInvalidate { t0, ballot }),
         Message::AcceptInvalidateOk(AcceptInvalidateOk { t0, ballot }),
@@ -269,7 +269,7 @@ pub(crate) fn every_message_kind() -> Vec<Message> {
             body: None,
             rejects_fast_path: false,
             earlier_committed_witness: Deps::new(),
-            earlier_accepted_no_witness: Deps::new(),
+            wait_for_commit: Deps::new(),
         }));
     }
     all

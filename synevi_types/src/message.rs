@@ -127,9 +127,12 @@ pub struct RecoverOk {
     pub rejects_fast_path: bool,
     /// Conflicting transactions with a lower `t0`, committed with `t0` in their deps.
     pub earlier_committed_witness: Deps,
-    /// Conflicting transactions with a lower `t0`, accepted (not committed) at a `t` above
-    /// `t0` without `t0` in their deps: the recovery must wait for them to commit.
-    pub earlier_accepted_no_witness: Deps,
+    /// Conflicting transactions accepted (not committed) at a `t` above `t0` whose commit
+    /// may leave this one out of its deps: earlier ones whose proposal did not witness it,
+    /// and any whose proposal did (an accepted proposal is only what commits if its ballot
+    /// wins). If this one were proposed at `t0`, such a commit would not wait for it, so the
+    /// recovery waits for them to commit first.
+    pub wait_for_commit: Deps,
 }
 
 /// Recovery decided the transaction never committed: "accept that it is a no-op".

@@ -202,7 +202,7 @@ impl Core {
         let mut wait_for = Deps::new();
         let mut witnessed = Deps::new();
         for reply in &replies {
-            wait_for.union_with(&reply.earlier_accepted_no_witness);
+            wait_for.union_with(&reply.wait_for_commit);
             witnessed.union_with(&reply.earlier_committed_witness);
         }
         wait_for.retain(|other| !witnessed.contains(other));

@@ -1192,7 +1192,7 @@ fn describe(message: &synevi_types::Message) -> String {
             m.t,
             m.accepted,
             m.rejects_fast_path,
-            m.earlier_accepted_no_witness,
+            m.wait_for_commit,
             m.earlier_committed_witness
         ),
         Message::Nack(m) => format!(" (promised {:?})", m.promised),

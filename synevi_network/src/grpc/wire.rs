@@ -92,7 +92,7 @@ pub(crate) fn envelope_to_proto(envelope: Envelope) -> proto::Envelope {
             body: m.body.map(body_to),
             rejects_fast_path: m.rejects_fast_path,
             earlier_committed_witness: deps_to(&m.earlier_committed_witness),
-            earlier_accepted_no_witness: deps_to(&m.earlier_accepted_no_witness),
+            wait_for_commit: deps_to(&m.wait_for_commit),
         }),
         Message::AcceptInvalidate(m) => M::AcceptInvalidate(proto::AcceptInvalidate {
             t0: Some(t0_to(m.t0)),
@@ -184,10 +184,7 @@ pub(crate) fn envelope_from_proto(envelope: proto::Envelope) -> Result<Envelope,
                 m.earlier_committed_witness,
                 "RecoverOk.earlier_committed_witness",
             )?,
-            earlier_accepted_no_witness: deps_from(
-                m.earlier_accepted_no_witness,
-                "RecoverOk.earlier_accepted_no_witness",
-            )?,
+            wait_for_commit: deps_from(m.wait_for_commit, "RecoverOk.wait_for_commit")?,
         }),
         M::AcceptInvalidate(m) => Message::AcceptInvalidate(AcceptInvalidate {
             t0: t0_from(m.t0, "AcceptInvalidate.t0")?,
