@@ -49,6 +49,12 @@ pub struct Sample {
     pub transactions_held: u64,
     /// Transaction records in the stores, all nodes.
     pub stored_transactions: u64,
+    /// Store commits since the previous sample, all nodes.
+    pub interval_store_commits: u64,
+    /// Mean store commit since the previous sample, microseconds.
+    pub interval_commit_mean_us: f64,
+    /// The machine's 1-minute load average (other work shares the cores).
+    pub load_average_1m: Option<f64>,
 }
 
 /// What the long run measured.
@@ -158,9 +164,10 @@ pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<Long
     let mut samples = Vec::new();
     let mut last_sample = Instant::now();
     let mut last_committed = 0;
+    let mut last_counters = cluster.counters();
     say(
         progress,
-        "    elapsed   committed    txns/s   p50 ms   p99 ms   VmRSS MiB  anon MiB  held  stored",
+        "    elapsed   committed    txns/s   p50 ms   p99 ms   VmRSS MiB  anon MiB  held  stored  commit ms  load",
     );
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -177,6 +184,9 @@ pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<Long
             let histogram = clients.take_interval();
             let latency = Latency::of(&histogram);
             let counters = cluster.counters();
+            let commits = counters.store_commits - last_counters.store_commits;
+            let commit_micros = counters.store_commit_micros - last_counters.store_commit_micros;
+            last_counters = counters;
             let sample = Sample {
                 elapsed_s: started.elapsed().as_secs_f64(),
                 committed,
@@ -187,12 +197,15 @@ pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<Long
                 resident: machine::resident().unwrap_or_default(),
                 transactions_held: counters.transactions_held,
                 stored_transactions: cluster.stored_transactions(),
+                interval_store_commits: commits,
+                interval_commit_mean_us: commit_micros as f64 / commits.max(1) as f64,
+                load_average_1m: machine::load_average().map(|[one, _, _]| one),
             };
             last_committed = committed;
             say(
                 progress,
                 &format!(
-                    "{:>10.0}s {:>11} {:>9.0} {:>8.2} {:>8.2} {:>11.1} {:>9.1} {:>5} {:>7}",
+                    "{:>10.0}s {:>11} {:>9.0} {:>8.2} {:>8.2} {:>11.1} {:>9.1} {:>5} {:>7} {:>10.2} {:>5.1}",
                     sample.elapsed_s,
                     sample.committed,
                     sample.interval_tps,
@@ -202,6 +215,8 @@ pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<Long
                     sample.resident.anon_kib as f64 / 1024.0,
                     sample.transactions_held,
                     sample.stored_transactions,
+                    sample.interval_commit_mean_us / 1000.0,
+                    sample.load_average_1m.unwrap_or(0.0),
                 ),
             );
             samples.push(sample);
@@ -312,6 +327,9 @@ mod tests {
             },
             transactions_held: 0,
             stored_transactions: 0,
+            interval_store_commits: 0,
+            interval_commit_mean_us: 0.0,
+            load_average_1m: None,
         }
     }
 
