@@ -295,6 +295,13 @@ impl Store for BenchStore {
         result
     }
 
+    fn commits_inline(&self) -> bool {
+        match &self.storage {
+            Storage::Mem(store) => store.commits_inline(),
+            Storage::Lmdb(store) => store.commits_inline(),
+        }
+    }
+
     fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, SyneviError> {
         match &self.storage {
             Storage::Mem(store) => store.events_after(after_seq, limit),

@@ -83,6 +83,11 @@ impl Store for MemStore {
         self.serial
     }
 
+    /// A commit is a map update under a lock: no reason to leave the core's thread.
+    fn commits_inline(&self) -> bool {
+        true
+    }
+
     fn load(&self) -> Result<StoredState, SyneviError> {
         let state = self.lock()?;
         Ok(StoredState {

@@ -1,4 +1,5 @@
-//! The three workers behind a [`super::Node`]: core task, persister, executor task.
+//! The workers behind a [`super::Node`]: core task, persister (unless the store commits
+//! inline), executor task.
 
 use std::sync::{mpsc as std_mpsc, Arc};
 use std::time::Duration;
@@ -69,28 +70,47 @@ pub(crate) struct Workers<N: Network, E: Executor, S: Store> {
     pub status: watch::Sender<NodeStatus>,
 }
 
+/// Where the core's rounds go once it made them.
+enum Sink<E: Executor> {
+    /// To the persister thread, which folds the rounds that queue up into one store commit.
+    Persister(std_mpsc::Sender<Round<E>>),
+    /// Committed and released on the core's thread ([`Store::commits_inline`]); false once
+    /// a commit failed and the node stopped.
+    Inline(Box<dyn FnMut(Round<E>) -> bool + Send>),
+}
+
 pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     workers: Workers<N, E, S>,
 ) -> Vec<JoinHandle<()>> {
-    let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let (jobs, jobs_receiver) = mpsc::unbounded_channel::<Job<E>>();
     let store = workers.store;
     let network = workers.network;
-    let persister = tokio::task::spawn_blocking(move || {
-        persist_loop(rounds_receiver, &*store, &*network, jobs)
-    });
-    let executor = tokio::spawn(execute_loop(
+    let mut tasks = Vec::with_capacity(3);
+    let sink = if store.commits_inline() {
+        let mut stopped = false;
+        Sink::Inline(Box::new(move |round| {
+            stopped = stopped || !commit_and_release(vec![round], &*store, &*network, &jobs);
+            !stopped
+        }))
+    } else {
+        let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            persist_loop(rounds_receiver, &*store, &*network, jobs)
+        }));
+        Sink::Persister(rounds)
+    };
+    tasks.push(tokio::spawn(execute_loop(
         workers.executor,
         jobs_receiver,
         workers.command_sender,
-    ));
+    )));
     let state = CoreLoop {
         core: workers.core,
         clock: workers.clock,
         batch_inputs_max: workers.config.batch_inputs_max,
         commands: workers.commands,
         inbound: workers.inbound,
-        rounds,
+        sink,
         status: workers.status,
         waiters: FxHashMap::default(),
         executing: 0,
@@ -100,7 +120,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     // The core gets a thread of its own: under load it is the busiest worker, and on the
     // application's runtime it would starve the network's I/O tasks, delaying messages past
     // the protocol's timeouts (seen with 5 nodes over gRPC on 2 cores).
-    let core = tokio::task::spawn_blocking(move || {
+    tasks.push(tokio::task::spawn_blocking(move || {
         match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -108,8 +128,8 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
             Ok(runtime) => runtime.block_on(core_loop(state, Duration::from_millis(drain_ms))),
             Err(error) => tracing::error!(%error, "cannot start the core's runtime"),
         }
-    });
-    vec![core, persister, executor]
+    }));
+    tasks
 }
 
 struct CoreLoop<E: Executor> {
@@ -118,7 +138,7 @@ struct CoreLoop<E: Executor> {
     batch_inputs_max: usize,
     commands: mpsc::UnboundedReceiver<Command<E>>,
     inbound: mpsc::Receiver<Envelope>,
-    rounds: std_mpsc::Sender<Round<E>>,
+    sink: Sink<E>,
     status: watch::Sender<NodeStatus>,
     /// Local clients by their transaction's `t0`.
     waiters: FxHashMap<T0, Reply<E>>,
@@ -276,8 +296,12 @@ impl<E: Executor> CoreLoop<E> {
                 messages: ready.messages,
                 jobs,
             };
-            if self.rounds.send(round).is_err() {
-                tracing::error!("the persister stopped; this node cannot make progress");
+            let passed_on = match &mut self.sink {
+                Sink::Persister(rounds) => rounds.send(round).is_ok(),
+                Sink::Inline(commit) => commit(round),
+            };
+            if !passed_on {
+                tracing::error!("the store failed; this node cannot make progress");
             }
         }
         let (applied_count, applied_digest) = self.core.applied_digest();
@@ -308,37 +332,52 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
                 Err(_) => break,
             }
         }
-        let mut writes = WriteBatch::default();
-        for round in &mut batch {
-            writes.absorb(std::mem::take(&mut round.persist));
-        }
-        if !writes.is_empty() {
-            if let Err(error) = store.commit(&writes) {
-                // Nothing of these rounds may leave the node: their messages promise what
-                // failed to persist. Fail-stop.
-                tracing::error!(%error, "store commit failed; the node stops");
-                for round in batch {
-                    for job in round.jobs {
-                        if let Some(reply) = job.reply {
-                            let _ = reply.send(Err(error.clone()));
-                        }
-                    }
-                }
-                return;
-            }
-        }
-        for round in batch {
-            for envelope in round.messages {
-                network.send(envelope);
-            }
-            for job in round.jobs {
-                // Even if the executor is gone, the rounds behind this one must still be
-                // committed (`Node::shutdown` promises it); an execution that cannot run now
-                // stays committed and runs after the restart.
-                let _ = jobs.send(job);
-            }
+        if !commit_and_release(batch, store, network, &jobs) {
+            return;
         }
     }
+}
+
+/// Commits `batch` in one store commit, then sends its messages and releases its
+/// executions, in round order. False when the commit failed: nothing of the batch left the
+/// node, and the node must stop.
+fn commit_and_release<N: Network, S: Store, E: Executor>(
+    mut batch: Vec<Round<E>>,
+    store: &S,
+    network: &N,
+    jobs: &mpsc::UnboundedSender<Job<E>>,
+) -> bool {
+    let mut writes = WriteBatch::default();
+    for round in &mut batch {
+        writes.absorb(std::mem::take(&mut round.persist));
+    }
+    if !writes.is_empty() {
+        if let Err(error) = store.commit(&writes) {
+            // Nothing of these rounds may leave the node: their messages promise what
+            // failed to persist. Fail-stop.
+            tracing::error!(%error, "store commit failed; the node stops");
+            for round in batch {
+                for job in round.jobs {
+                    if let Some(reply) = job.reply {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+            return false;
+        }
+    }
+    for round in batch {
+        for envelope in round.messages {
+            network.send(envelope);
+        }
+        for job in round.jobs {
+            // Even if the executor is gone, the rounds behind this one must still be
+            // committed (`Node::shutdown` promises it); an execution that cannot run now
+            // stays committed and runs after the restart.
+            let _ = jobs.send(job);
+        }
+    }
+    true
 }
 
 /// Runs executions one at a time in release order.
