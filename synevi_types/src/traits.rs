@@ -95,10 +95,11 @@ pub trait Store: Send + Sync + 'static {
     fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, SyneviError>;
 
     /// Whether [`Store::commit`] is cheap enough to run on the core's own thread: it never
-    /// waits for a disk (an in-memory store). The driver then commits each round where it
-    /// was made and releases it at once, saving a hand-off to the persister thread on every
-    /// protocol step. Stores that sync (the default, `false`) keep the persister's group
-    /// commit, which folds many rounds into one sync.
+    /// waits for a disk (an in-memory store). The driver then commits the small rounds of a
+    /// lightly loaded node where they were made, saving a hand-off to the persister thread on
+    /// the latency path; under load, rounds still go to the persister, which coalesces them.
+    /// Stores that sync (the default, `false`) always use the persister's group commit, which
+    /// folds many rounds into one sync.
     fn commits_inline(&self) -> bool {
         false
     }
