@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Prints the workloads, the floor and the targets of a synevi-bench JSON report as the
+Markdown tables of docs/benchmarks.md.
+
+Usage: python3 benches/scripts/table-md.py target/bench-results.json [target/bench-long.json]
+"""
+import json
+import sys
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def main():
+    report = json.load(open(sys.argv[1]))
+    machine = report["machine"]
+    print(
+        f"Machine: {machine['cpu_model']}, {machine['cores']} cores, "
+        f"{machine['memory_mib'] // 1024} GiB, Linux {machine['kernel']}; "
+        f"commit `{machine['git_commit']}`; load average "
+        f"{machine['load_average_at_start'][0]:.2f} at start, "
+        f"{report['load_average_at_end'][0]:.2f} at end; "
+        f"the run took {report['duration_s']:.0f} s.\n"
+    )
+    floor = report.get("floor")
+    if floor:
+        ping, pipe, lmdb = floor["grpc_ping_pong"], floor["grpc_pipelined"], floor["lmdb_commit"]
+        print("| floor | figure |")
+        print("|---|---|")
+        print(
+            f"| bare gRPC round trip, 1 in flight | p50 {ping['latency']['p50_us']} µs, "
+            f"p99 {ping['latency']['p99_us']} µs, {ping['round_trips_per_s']:.0f} round trips/s |"
+        )
+        print(
+            f"| gRPC, {pipe['window']} in flight | {pipe['messages_per_s']:.0f} messages/s, "
+            f"{pipe['cpu_per_message_us']:.1f} µs CPU per message |"
+        )
+        print(
+            f"| LMDB synced commit | p50 {lmdb['latency']['p50_us']} µs, "
+            f"p99 {lmdb['latency']['p99_us']} µs, {lmdb['commits_per_s']:.0f} commits/s |"
+        )
+        print()
+    print(
+        "| workload | store | keys | in flight | txns | txns/s | p50 ms | p99 ms | max ms "
+        "| CPU µs/txn | CPU % | fast % | msgs/txn |"
+    )
+    print("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for w in report["workloads"]:
+        lat = w["latency"]
+        print(
+            f"| {w['name']} | {w['store']} | {w['keys']} | {w['concurrency']} | "
+            f"{w['committed']} | {w['throughput_tps']:.0f} | {ms(lat['p50_us'])} | "
+            f"{ms(lat['p99_us'])} | {ms(lat['max_us'])} | {w['cpu_per_txn_us']:.0f} | "
+            f"{100 * w['cpu_utilisation']:.0f} | {100 * w['fast_path_share']:.0f} | "
+            f"{w['messages_per_txn']:.1f} |"
+        )
+    print()
+    print("| target | ratio | needs | verdict | figures |")
+    print("|---|--:|---|---|---|")
+    for t in report["targets"]:
+        ratio = "" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        print(f"| {t['name']} | {ratio} | {t['requirement']} | {t['verdict'].upper()} | {t['detail']} |")
+    if len(sys.argv) > 2:
+        long = json.load(open(sys.argv[2]))
+        print()
+        for t in long["targets"]:
+            print(f"Long run: {t['verdict']} — {t['name']}: {t['detail']}")
+
+
+if __name__ == "__main__":
+    main()
