@@ -20,6 +20,7 @@ mod error;
 mod keys;
 mod message;
 mod record;
+mod t0_list;
 mod time;
 mod traits;
 
@@ -28,6 +29,7 @@ pub use error::SyneviError;
 pub use keys::{Deps, Key, Keys};
 pub use message::*;
 pub use record::{Event, NodeMeta, Status, StoredState, TxRecord, WriteBatch};
+pub use t0_list::{decode_t0s, encode_t0s};
 pub use time::{Hlc, Timestamp, T, T0};
 pub use traits::{Executor, Inbox, Member, Network, Store, SyneviResult, Transaction};
 

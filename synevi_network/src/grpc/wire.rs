@@ -10,9 +10,10 @@ use std::collections::BTreeSet;
 
 use prost::Message as _;
 use synevi_types::{
-    Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied, Ballot, BeginRecovery, Commit,
-    CommitInvalidate, Deps, Envelope, Forget, Inquire, Key, Keys, Message, Nack, PreAccept,
-    PreAcceptOk, RecoverOk, Serial, Status, SyneviError, Timestamp, TxBody, T, T0,
+    decode_t0s, encode_t0s, Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied,
+    Ballot, BeginRecovery, Commit, CommitInvalidate, Deps, Envelope, Forget, Inquire, Key, Keys,
+    Message, Nack, PreAccept, PreAcceptOk, RecoverOk, Serial, Status, SyneviError, Timestamp,
+    TxBody, T, T0,
 };
 
 use super::proto;
@@ -268,97 +269,19 @@ fn t_from(t: Option<proto::Timestamp>, field: &str) -> Result<T, SyneviError> {
 }
 
 fn t0s_to(t0s: &[T0]) -> Option<proto::Timestamps> {
-    // An entry of a sorted list is about 3 bytes; 8 covers most without reallocating.
-    let mut entries = Vec::with_capacity(t0s.len() * 8);
-    let mut previous: u64 = 0;
-    for t0 in t0s {
-        // Wrapping difference, read back with a wrapping sum: exact for any two u64s.
-        let delta = t0.0.time.wrapping_sub(previous) as i64;
-        write_varint(((delta << 1) ^ (delta >> 63)) as u64, &mut entries);
-        write_varint(u64::from(t0.0.counter), &mut entries);
-        write_varint(u64::from(t0.0.serial), &mut entries);
-        previous = t0.0.time;
-    }
+    // An entry of a sorted list is about 3 bytes; 4 covers most without reallocating.
+    let mut entries = Vec::with_capacity(t0s.len() * 4);
+    encode_t0s(t0s, &mut entries);
     Some(proto::Timestamps {
         entries: entries.into(),
     })
 }
 
-/// Appends `value` as a protobuf varint: 7 bits per byte, low first, high bit = more.
-#[inline]
-fn write_varint(mut value: u64, out: &mut Vec<u8>) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
-}
-
-/// Reads one varint at `*at`; `None` if the bytes end inside it or it exceeds 64 bits.
-#[inline]
-fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        // The tenth byte holds bit 63 alone.
-        if shift == 63 && byte > 1 {
-            return None;
-        }
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
 fn t0s_from(t0s: Option<proto::Timestamps>, field: &str) -> Result<Vec<T0>, SyneviError> {
-    let Some(list) = t0s else {
-        return Ok(Vec::new());
-    };
-    let entries: &[u8] = &list.entries;
-    // Every entry takes at least 3 bytes.
-    let mut t0s = Vec::with_capacity(entries.len() / 3);
-    let mut time: u64 = 0;
-    let mut at = 0;
-    while at < entries.len() {
-        let (Some(zigzag), Some(counter), Some(serial)) = (
-            read_varint(entries, &mut at),
-            read_varint(entries, &mut at),
-            read_varint(entries, &mut at),
-        ) else {
-            return Err(malformed(
-                field,
-                &format!(
-                    "ends inside entry {}, or a value in it exceeds 64 bits",
-                    t0s.len()
-                ),
-            ));
-        };
-        let delta = ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64);
-        time = time.wrapping_add(delta as u64);
-        let counter = u32::try_from(counter).map_err(|_| {
-            malformed(
-                field,
-                &format!(
-                    "has counter {counter} above u32::MAX in entry {}",
-                    t0s.len()
-                ),
-            )
-        })?;
-        let serial = Serial::try_from(serial).map_err(|_| {
-            malformed(
-                field,
-                &format!(
-                    "has serial {serial}, above the largest serial 65535, in entry {}",
-                    t0s.len()
-                ),
-            )
-        })?;
-        t0s.push(T0(Timestamp::new(time, counter, serial)));
+    match t0s {
+        Some(list) => decode_t0s(&list.entries).map_err(|reason| malformed(field, &reason)),
+        None => Ok(Vec::new()),
     }
-    Ok(t0s)
 }
 
 fn deps_to(deps: &Deps) -> Option<proto::Timestamps> {

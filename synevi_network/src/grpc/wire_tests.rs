@@ -212,25 +212,6 @@ fn truncated_timestamp_lists_and_out_of_range_values_are_decode_errors() {
     assert!(reason.contains("exceeds 64 bits"), "{reason}");
 }
 
-proptest! {
-    /// The hand-written varints agree with prost's, both ways, on every value.
-    #[test]
-    fn varints_agree_with_prost(values in proptest::collection::vec(any::<u64>(), 0..64)) {
-        let mut ours = Vec::new();
-        let mut theirs = Vec::new();
-        for &value in &values {
-            super::write_varint(value, &mut ours);
-            prost::encoding::encode_varint(value, &mut theirs);
-        }
-        prop_assert_eq!(&ours, &theirs);
-        let mut at = 0;
-        for &value in &values {
-            prop_assert_eq!(super::read_varint(&ours, &mut at), Some(value));
-        }
-        prop_assert_eq!(at, ours.len());
-    }
-}
-
 #[test]
 fn timestamp_lists_round_trip_with_any_times_sorted_or_not() {
     let t0s: Vec<T0> = [
