@@ -184,8 +184,11 @@ pub async fn run(spec: &LongSpec, progress: &ProgressBar) -> anyhow::Result<Long
             let histogram = clients.take_interval();
             let latency = Latency::of(&histogram);
             let counters = cluster.counters();
-            let commits = counters.store_commits - last_counters.store_commits;
-            let commit_micros = counters.store_commit_micros - last_counters.store_commit_micros;
+            let interval_counters = counters.since(&last_counters);
+            let (commits, commit_micros) = (
+                interval_counters.store_commits,
+                interval_counters.store_commit_micros,
+            );
             last_counters = counters;
             let sample = Sample {
                 elapsed_s: started.elapsed().as_secs_f64(),

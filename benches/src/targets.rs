@@ -146,14 +146,12 @@ pub fn evaluate(
             if mem.is_none() && lmdb.is_none() {
                 continue;
             }
-            let ratio = ratio_of(lmdb, mem);
-            targets.push(Target {
-                name: format!("{nodes}n {keys}, {most} clients: LMDB / memory throughput"),
-                ratio,
-                requirement: format!(">= {LMDB_SHARE_MIN}"),
-                verdict: verdict(ratio, |r| r >= LMDB_SHARE_MIN),
-                detail: pair_detail("lmdb", lmdb, "mem", mem),
-            });
+            targets.push(throughput_ratio(
+                format!("{nodes}n {keys}, {most} clients: LMDB / memory throughput"),
+                ("lmdb", lmdb),
+                ("mem", mem),
+                (">=", LMDB_SHARE_MIN),
+            ));
         }
     }
     // Contention: one hot key against disjoint keys.
@@ -161,14 +159,12 @@ pub fn evaluate(
         for &store in &stores {
             let hot = find(results, nodes, store, KeyMode::Hot, most);
             let disjoint = find(results, nodes, store, KeyMode::Disjoint, most);
-            let ratio = ratio_of(hot, disjoint);
-            targets.push(Target {
-                name: format!("{nodes}n {store}, {most} clients: hot key / disjoint throughput"),
-                ratio,
-                requirement: format!(">= {HOT_SHARE_MIN}"),
-                verdict: verdict(ratio, |r| r >= HOT_SHARE_MIN),
-                detail: pair_detail("hot", hot, "disjoint", disjoint),
-            });
+            targets.push(throughput_ratio(
+                format!("{nodes}n {store}, {most} clients: hot key / disjoint throughput"),
+                ("hot", hot),
+                ("disjoint", disjoint),
+                (">=", HOT_SHARE_MIN),
+            ));
         }
     }
     // Disjoint keys against everything conflicting.
@@ -176,14 +172,12 @@ pub fn evaluate(
         for &store in &stores {
             let disjoint = find(results, nodes, store, KeyMode::Disjoint, most);
             let all = find(results, nodes, store, KeyMode::All, most);
-            let ratio = ratio_of(disjoint, all);
-            targets.push(Target {
-                name: format!("{nodes}n {store}, {most} clients: disjoint / Keys::All throughput"),
-                ratio,
-                requirement: "> 1".into(),
-                verdict: verdict(ratio, |r| r > 1.0),
-                detail: pair_detail("disjoint", disjoint, "all", all),
-            });
+            targets.push(throughput_ratio(
+                format!("{nodes}n {store}, {most} clients: disjoint / Keys::All throughput"),
+                ("disjoint", disjoint),
+                ("all", all),
+                (">", 1.0),
+            ));
         }
     }
     // Scaling with clients, until the CPU is saturated.
@@ -252,6 +246,24 @@ fn with_long_run(mut targets: Vec<Target>, long_run: Option<&LongResult>) -> Vec
         });
     }
     targets
+}
+
+/// The target "`a`'s throughput / `b`'s throughput `op` `bound`", where `op` is `>=` or `>`.
+fn throughput_ratio(
+    name: String,
+    (a_name, a): (&str, Option<&WorkloadResult>),
+    (b_name, b): (&str, Option<&WorkloadResult>),
+    (op, bound): (&str, f64),
+) -> Target {
+    let ratio = ratio_of(a, b);
+    let strict = op == ">";
+    Target {
+        name,
+        ratio,
+        requirement: format!("{op} {bound}"),
+        verdict: verdict(ratio, |r| if strict { r > bound } else { r >= bound }),
+        detail: pair_detail(a_name, a, b_name, b),
+    }
 }
 
 fn ratio_of(

@@ -367,7 +367,9 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
         if !commit_and_release(batch, store, network, &jobs) {
             return;
         }
-        queued.fetch_sub(count, Ordering::AcqRel);
+        let before = queued.fetch_sub(count, Ordering::AcqRel);
+        // Every round the persister releases was counted in by `Sink::pass_on`.
+        debug_assert!(before >= count, "released {count} rounds, {before} queued");
     }
 }
 
