@@ -52,6 +52,8 @@ pub(crate) struct TxState {
     pub progress_due_ms: u64,
     /// Recoveries this replica started for it; each failed one doubles the back-off.
     pub recovery_attempts: u32,
+    /// Known to be applied by every member (see `gc.rs`): no longer anybody's dependency.
+    pub stable: bool,
 }
 
 impl TxState {
@@ -193,6 +195,7 @@ impl Core {
                     inquired: false,
                     progress_due_ms: 0,
                     recovery_attempts: 0,
+                    stable: false,
                 },
             );
         }

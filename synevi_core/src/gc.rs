@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use synevi_types::{Forget, Message, Serial, Status, Timestamp, T0};
+use synevi_types::{Deps, Forget, Message, Serial, Status, Timestamp, T0};
 
 use crate::core::Core;
 use crate::quorum::Quorums;
@@ -181,9 +181,30 @@ impl Core {
         if !self.gc.applied_everywhere.insert(t0) {
             return;
         }
-        if let Some(keys) = self.txs.get(&t0).and_then(|state| state.keys()) {
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        state.stable = true;
+        if let Some(keys) = state.keys() {
             self.conflicts.stabilise(t0, keys);
         }
+    }
+
+    /// Leaves out of `deps` what this node knows every member applied. Deps are gathered
+    /// when a coordination starts and sent on when it proposes or commits, often after
+    /// many of them stabilised (with one hot key, about half of a commit's deps): those
+    /// need not travel, be stored or be checked again.
+    ///
+    /// Safe for execution: every member already applied a stable dep, so none would wait
+    /// for it. Safe as recovery evidence (`replica.rs`, `recover_ok`): another
+    /// transaction's deps are only ever asked whether they hold the transaction being
+    /// recovered, and a stable transaction is never recovered from evidence, because every
+    /// member holds it decided (or forgot it after every member applied it).
+    pub(crate) fn drop_stable_deps(&self, deps: &mut Deps) {
+        deps.retain(|dep| match self.txs.get(dep) {
+            Some(state) => !state.stable,
+            None => !self.gc.is_forgotten(*dep),
+        });
     }
 
     pub(crate) fn on_forget(&mut self, from: Serial, message: Forget) {
@@ -272,5 +293,141 @@ impl Core {
         }
         self.persist_forget(t0);
         self.stats.forgotten += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use synevi_types::{Bytes, Envelope, Keys, TxBody, Ulid};
+
+    use super::*;
+    use crate::{Config, Now};
+
+    const NOW: Now = Now {
+        wall_ms: 1_000,
+        monotonic_ms: 0,
+    };
+
+    fn three_cores() -> Vec<Core> {
+        let mut cores: Vec<Core> = (1..=3)
+            .map(|serial| {
+                Core::new(Ulid::new(), serial, Config::default(), u64::from(serial))
+                    .expect("a core with the default config")
+            })
+            .collect();
+        for core in &mut cores {
+            for peer in 1..=3 {
+                if peer != core.serial() {
+                    core.add_member(peer, true).expect("a new member");
+                }
+            }
+        }
+        cores
+    }
+
+    fn body(id: u128) -> TxBody {
+        TxBody {
+            id,
+            keys: Keys::single("hot"),
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// Takes every core's effects, acknowledging executions at once; returns the messages.
+    fn take_all(cores: &mut [Core]) -> Vec<Envelope> {
+        let mut messages = Vec::new();
+        for core in cores.iter_mut() {
+            let ready = core.take_ready();
+            messages.extend(ready.messages);
+            if !ready.execute.is_empty() {
+                for execution in ready.execute {
+                    core.applied(NOW, execution.t0, [0; 32]);
+                }
+                // The acknowledgements go out with the next effects.
+                messages.extend(core.take_ready().messages);
+            }
+        }
+        messages
+    }
+
+    fn deliver(cores: &mut [Core], messages: Vec<Envelope>) {
+        for envelope in messages {
+            let to = usize::from(envelope.to - 1);
+            cores[to].receive(NOW, envelope);
+        }
+    }
+
+    /// Runs the cluster until no message is in flight.
+    fn run_quiet(cores: &mut [Core]) {
+        loop {
+            let messages = take_all(cores);
+            if messages.is_empty() {
+                return;
+            }
+            deliver(cores, messages);
+        }
+    }
+
+    /// A dependency the replicas reported while it was still in flight, and that every
+    /// member applied before the coordinator committed, is left out of the commit.
+    #[test]
+    fn commits_leave_out_deps_that_stabilised_meanwhile() {
+        let mut cores = three_cores();
+        // X, coordinated by node 1, is committed and applied everywhere, but the `Applied`
+        // acknowledgements of nodes 2 and 3 have not reached its home yet: X is active
+        // everywhere.
+        let x = cores[0].submit(NOW, body(1));
+        let mut acks = Vec::new();
+        loop {
+            let messages = take_all(&mut cores);
+            if messages.is_empty() {
+                break;
+            }
+            let (held, rest): (Vec<Envelope>, Vec<Envelope>) = messages
+                .into_iter()
+                .partition(|e| matches!(e.message, Message::Applied(_)));
+            acks.extend(held);
+            deliver(&mut cores, rest);
+        }
+        assert_eq!(acks.len(), 2, "nodes 2 and 3 acknowledge X");
+        // Y, coordinated by node 1 too: nodes 2 and 3 answer with X as a dependency.
+        let y = cores[0].submit(NOW, body(2));
+        let pre_accepts = take_all(&mut cores);
+        deliver(&mut cores, pre_accepts);
+        let answers = take_all(&mut cores);
+        for answer in &answers {
+            if let Message::PreAcceptOk(ok) = &answer.message {
+                assert_eq!(
+                    ok.deps.as_slice(),
+                    &[x],
+                    "X is in flight on node {}",
+                    answer.from
+                );
+            }
+        }
+        // The acknowledgements arrive first: node 1 knows X applied everywhere.
+        deliver(&mut cores, acks);
+        deliver(&mut cores, answers);
+        let commits: Vec<Envelope> = take_all(&mut cores)
+            .into_iter()
+            .filter(|e| matches!(&e.message, Message::Commit(c) if c.t0 == y))
+            .collect();
+        assert_eq!(commits.len(), 2, "Y takes the fast path");
+        for commit in &commits {
+            let Message::Commit(commit) = &commit.message else {
+                unreachable!()
+            };
+            assert!(commit.deps.is_empty(), "X left out: {:?}", commit.deps);
+        }
+        deliver(&mut cores, commits);
+        run_quiet(&mut cores);
+        for core in &cores {
+            assert_eq!(
+                core.applied_digest().0,
+                2,
+                "both executed on node {}",
+                core.serial()
+            );
+        }
     }
 }

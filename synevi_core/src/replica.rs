@@ -26,6 +26,7 @@ impl Core {
                     inquired: false,
                     progress_due_ms: 0,
                     recovery_attempts: 0,
+                    stable: false,
                 },
             );
             let due = self.now_ms() + self.first_progress_delay(t0);

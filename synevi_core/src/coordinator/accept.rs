@@ -12,7 +12,8 @@ use crate::core::Core;
 impl Core {
     /// Proposes `t` at the coordination's ballot to every voter. Replicas answer with the
     /// deps they know below `t`; the commit carries their union.
-    pub(crate) fn start_accept(&mut self, t0: T0, t: T, deps: Deps) {
+    pub(crate) fn start_accept(&mut self, t0: T0, t: T, mut deps: Deps) {
+        self.drop_stable_deps(&mut deps);
         let Some(coordination) = self.coordinations.get_mut(&t0) else {
             return;
         };

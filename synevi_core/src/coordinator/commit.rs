@@ -10,7 +10,8 @@ use crate::core::{Core, Timer};
 
 impl Core {
     /// The coordination chose `(t, deps)`: tell every member, including this node.
-    pub(crate) fn commit(&mut self, t0: T0, t: T, deps: Deps) {
+    pub(crate) fn commit(&mut self, t0: T0, t: T, mut deps: Deps) {
+        self.drop_stable_deps(&mut deps);
         let Some(coordination) = self.coordinations.remove(&t0) else {
             return;
         };
