@@ -140,6 +140,11 @@ impl Executor for Counter {
         self.executed.fetch_add(1, Ordering::Relaxed);
         Ok(Ok(()))
     }
+
+    /// An atomic increment: nothing to wait for.
+    fn executes_inline(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Cluster, TestTx};
@@ -210,4 +211,63 @@ async fn an_oversized_transaction_is_refused_at_once() {
         "nothing reached the protocol"
     );
     cluster.shutdown().await;
+}
+
+/// An executor that fails (its disk, say) halts execution on its node: the transaction it
+/// failed on and every later one answer `ExecutorFailed` there, with the first failure,
+/// while the other nodes execute everything. Both ways of running executions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_executor_halts_its_node_only() {
+    for inline in [true, false] {
+        let cluster = Cluster::start_with(3, Config::default(), |serial, recorder| {
+            recorder.inline = inline;
+            if serial == 1 {
+                recorder.fail_on = Some(2);
+            }
+        })
+        .await;
+        let tx = |id: u64| TestTx {
+            id,
+            keys: vec!["k".into()],
+            all: false,
+        };
+        let first = cluster.nodes[0]
+            .transaction(1, tx(1))
+            .await
+            .expect("commits");
+        assert_eq!(first, Ok(vec![("k".to_string(), 0)]), "inline: {inline}");
+        for id in [2, 3] {
+            match cluster.nodes[0].transaction(u128::from(id), tx(id)).await {
+                Err(SyneviError::ExecutorFailed { reason, .. }) => {
+                    assert!(reason.contains("disk failed under 2"), "{reason}");
+                }
+                other => panic!("inline {inline}, tx {id}: expected ExecutorFailed, got {other:?}"),
+            }
+        }
+        // The other nodes executed all three, in the same order.
+        for i in [1, 2] {
+            let mut executed = cluster.executed[i].clone();
+            let done = tokio::time::timeout(
+                Duration::from_secs(10),
+                executed.wait_for(|count| *count >= 3),
+            )
+            .await;
+            assert!(done.is_ok(), "node {} executed everything", i + 1);
+            assert_eq!(cluster.recorders[i].executed_ids(), vec![1, 2, 3]);
+        }
+        assert_eq!(cluster.recorders[0].executed_ids(), vec![1]);
+        // One client at a time: rounds are small, so an inline executor runs on the core's
+        // thread (the failed execution included), a task executor never does.
+        let on_core_thread: usize = cluster
+            .recorders
+            .iter()
+            .map(|recorder| recorder.on_core_thread.load(Ordering::Relaxed))
+            .sum();
+        if inline {
+            assert!(on_core_thread > 0, "no execution ran inline");
+        } else {
+            assert_eq!(on_core_thread, 0);
+        }
+        cluster.shutdown().await;
+    }
 }

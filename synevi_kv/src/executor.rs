@@ -122,6 +122,11 @@ impl Executor for KvExecutor {
     async fn execute(&self, transaction: KvTx) -> SyneviResult<Self> {
         Ok(self.apply(transaction))
     }
+
+    /// A map in memory behind a lock held only while it changes.
+    fn executes_inline(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

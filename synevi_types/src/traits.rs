@@ -59,6 +59,16 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Applies one committed transaction.
     async fn execute(&self, transaction: Self::Tx) -> SyneviResult<Self>;
+
+    /// Whether `execute` is cheap enough to run on the node's core thread: it never waits
+    /// for I/O, a lock held across I/O, or another task (an in-memory state machine). The
+    /// node then runs the executions of a lightly loaded node's small rounds where they were
+    /// decided, saving two thread hand-offs on the latency path; everything else still runs
+    /// on the node's executor task. The default, `false`, always uses the task, which is
+    /// right for an executor that writes to a disk or calls a service.
+    fn executes_inline(&self) -> bool {
+        false
+    }
 }
 
 /// An executor shared behind an [`Arc`] (so the application keeps a handle to its state) is
@@ -69,6 +79,10 @@ impl<E: Executor> Executor for Arc<E> {
 
     async fn execute(&self, transaction: Self::Tx) -> SyneviResult<Self> {
         E::execute(self, transaction).await
+    }
+
+    fn executes_inline(&self) -> bool {
+        E::executes_inline(self)
     }
 }
 

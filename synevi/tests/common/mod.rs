@@ -1,6 +1,7 @@
 //! A recording executor and an in-process cluster, shared by the cluster tests.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use synevi::network::{LocalHub, LocalNetwork};
 use synevi::persistence::MemStore;
 use synevi::{Config, Executor, Keys, Node, SyneviError, SyneviResult, Transaction, Ulid};
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
 
 /// A test transaction: touches `keys`, or everything when `all`.
@@ -49,6 +51,14 @@ impl Transaction for TestTx {
 pub struct Recorder {
     state: Mutex<RecorderState>,
     executed: watch::Sender<usize>,
+    /// What `Executor::executes_inline` answers: both ways of running executions must give
+    /// the same order.
+    pub inline: bool,
+    /// A transaction id this executor fails on, as if its disk failed.
+    pub fail_on: Option<u64>,
+    /// Executions that ran on the node's core thread (a current-thread runtime; the tests'
+    /// own runtime, where the executor task runs, is multi-threaded).
+    pub on_core_thread: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -65,6 +75,9 @@ impl Recorder {
             Recorder {
                 state: Mutex::new(RecorderState::default()),
                 executed,
+                inline: true,
+                fail_on: None,
+                on_core_thread: AtomicUsize::new(0),
             },
             watch,
         )
@@ -76,6 +89,12 @@ impl Executor for Recorder {
     type Tx = TestTx;
 
     async fn execute(&self, tx: TestTx) -> SyneviResult<Self> {
+        if tokio::runtime::Handle::current().runtime_flavor() == RuntimeFlavor::CurrentThread {
+            self.on_core_thread.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.fail_on == Some(tx.id) {
+            return Err(SyneviError::Store(format!("disk failed under {}", tx.id)));
+        }
         let mut state = self.state.lock().expect("recorder lock");
         let result: Vec<(String, u64)> = if tx.all {
             vec![("*".to_string(), state.order.len() as u64)]
@@ -103,6 +122,10 @@ impl Executor for Recorder {
         drop(state);
         self.executed.send_replace(executed);
         Ok(Ok(result))
+    }
+
+    fn executes_inline(&self) -> bool {
+        self.inline
     }
 }
 
@@ -144,7 +167,20 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Odd serials run executions inline, even ones on the executor task.
     pub async fn start(n: u16, config: Config) -> Cluster {
+        Cluster::start_with(n, config, |serial, recorder| {
+            recorder.inline = serial % 2 == 1
+        })
+        .await
+    }
+
+    /// `n` nodes whose recorders `adjust` sets up, by serial.
+    pub async fn start_with(
+        n: u16,
+        config: Config,
+        adjust: impl Fn(u16, &mut Recorder),
+    ) -> Cluster {
         let hub = LocalHub::new();
         let ids: Vec<Ulid> = (0..n).map(|_| Ulid::new()).collect();
         let mut cluster = Cluster {
@@ -154,7 +190,8 @@ impl Cluster {
             executed: Vec::new(),
         };
         for serial in 1..=n {
-            let (recorder, executed) = Recorder::new();
+            let (mut recorder, executed) = Recorder::new();
+            adjust(serial, &mut recorder);
             let recorder = std::sync::Arc::new(recorder);
             let node = Node::with_config(
                 ids[usize::from(serial - 1)],

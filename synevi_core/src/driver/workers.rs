@@ -78,33 +78,55 @@ pub(crate) struct Workers<N: Network, E: Executor, S: Store> {
     pub status: watch::Sender<NodeStatus>,
 }
 
+/// Commits a round on the core's thread and sends its messages; returns its executions, or
+/// `None` if the store failed.
+type InlineCommit<E> = Box<dyn FnMut(Round<E>) -> Option<Vec<Job<E>>> + Send>;
+
 /// Where the core's rounds go once it made them.
 struct Sink<E: Executor> {
     /// The persister thread, which folds the rounds that queue up into one store commit.
     persister: std_mpsc::Sender<Round<E>>,
     /// Rounds handed to the persister and not yet released by it.
     queued: Arc<AtomicUsize>,
-    /// If the store commits inline: commits and releases a round on the core's thread;
-    /// false once a commit failed and the node stopped.
-    inline: Option<Box<dyn FnMut(Round<E>) -> bool + Send>>,
+    /// If the store commits inline: commits a round on the core's thread and sends its
+    /// messages, returning its executions; `None` once a commit failed and the node stopped.
+    inline: Option<InlineCommit<E>>,
+    /// The executor task.
+    jobs: mpsc::UnboundedSender<Job<E>>,
 }
 
 impl<E: Executor> Sink<E> {
-    /// Passes a round on; false if the node's store failed.
+    /// Passes a round on. Returns the round's executions if it was committed here and
+    /// `execute_here` asked for them back (the caller then runs them at once, before
+    /// anything else); `Err` if the node's store failed.
     ///
     /// Rounds are released in the order the core made them: a round is committed inline
     /// only when the persister holds none (`queued` is decremented only after a round's
     /// messages and executions are released, and only this thread increments it).
-    fn pass_on(&mut self, round: Round<E>, inputs: usize) -> bool {
+    fn pass_on(
+        &mut self,
+        round: Round<E>,
+        inputs: usize,
+        execute_here: bool,
+    ) -> Result<Vec<Job<E>>, StoreFailed> {
         if let Some(commit) = &mut self.inline {
             if inputs <= INLINE_ROUND_INPUTS_MAX && self.queued.load(Ordering::Acquire) == 0 {
-                return commit(round);
+                let jobs = commit(round).ok_or(StoreFailed)?;
+                if execute_here {
+                    return Ok(jobs);
+                }
+                hand_to_executor(jobs, &self.jobs);
+                return Ok(Vec::new());
             }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        self.persister.send(round).is_ok()
+        self.persister.send(round).map_err(|_| StoreFailed)?;
+        Ok(Vec::new())
     }
 }
+
+/// The node's store failed: it cannot make progress.
+struct StoreFailed;
 
 pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     workers: Workers<N, E, S>,
@@ -115,23 +137,33 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let inline = store.commits_inline().then(|| {
-        let (store, network, jobs) = (store.clone(), network.clone(), jobs.clone());
+        let (store, network) = (store.clone(), network.clone());
         let mut stopped = false;
         Box::new(move |round| {
-            stopped = stopped || !commit_and_release(vec![round], &*store, &*network, &jobs);
-            !stopped
-        }) as Box<dyn FnMut(Round<E>) -> bool + Send>
+            if stopped {
+                return None;
+            }
+            let released = commit_and_send(vec![round], &*store, &*network);
+            stopped = released.is_none();
+            released.map(|mut rounds| rounds.pop().map(|round| round.jobs).unwrap_or_default())
+        }) as InlineCommit<E>
     });
     let sink = Sink {
         persister: rounds,
         queued: queued.clone(),
         inline,
+        jobs: jobs.clone(),
     };
     let persister = tokio::task::spawn_blocking(move || {
         persist_loop(rounds_receiver, &*store, &*network, jobs, &queued)
     });
+    let runner = Arc::new(Runner {
+        executes_inline: workers.executor.executes_inline(),
+        executor: workers.executor,
+        halted: std::sync::Mutex::new(None),
+    });
     let executor = tokio::spawn(execute_loop(
-        workers.executor,
+        runner.clone(),
         jobs_receiver,
         workers.command_sender,
     ));
@@ -142,6 +174,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         commands: workers.commands,
         inbound: workers.inbound,
         sink,
+        runner,
         status: workers.status,
         waiters: FxHashMap::default(),
         executing: 0,
@@ -170,6 +203,8 @@ struct CoreLoop<E: Executor> {
     commands: mpsc::UnboundedReceiver<Command<E>>,
     inbound: mpsc::Receiver<Envelope>,
     sink: Sink<E>,
+    /// Runs executions: on the executor task, or here (see `Executor::executes_inline`).
+    runner: Arc<Runner<E>>,
     status: watch::Sender<NodeStatus>,
     /// Local clients by their transaction's `t0`.
     waiters: FxHashMap<T0, Reply<E>>,
@@ -242,7 +277,20 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
             inputs += 1;
         }
         state.core.tick(state.clock.now());
-        state.finish_round(inputs);
+        let mut here = state.finish_round(inputs);
+        // Executions of a round committed here, with nothing else executing: run them now,
+        // on this thread, and feed their outcomes back as the next round's inputs.
+        while !here.is_empty() {
+            let count = here.len();
+            for job in here {
+                let applied = state.runner.run(job).await;
+                state.executing = state.executing.saturating_sub(1);
+                if let Some((t0, result_hash)) = applied {
+                    state.core.applied(state.clock.now(), t0, result_hash);
+                }
+            }
+            here = state.finish_round(count);
+        }
     }
 }
 
@@ -295,9 +343,9 @@ impl<E: Executor> CoreLoop<E> {
         true
     }
 
-    /// Takes the round's effects from the core and passes them on.
-    /// `inputs`: how many inputs the round took.
-    fn finish_round(&mut self, inputs: usize) {
+    /// Takes the round's effects from the core and passes them on. `inputs`: how many
+    /// inputs the round took. Returns the executions to run on this thread at once.
+    fn finish_round(&mut self, inputs: usize) -> Vec<Job<E>> {
         let ready = self.core.take_ready();
         // Executions first: a client whose transaction executed in the same round its
         // deadline passed gets the result.
@@ -318,20 +366,27 @@ impl<E: Executor> CoreLoop<E> {
                 }
             }
         }
+        // Executions run here only if none is outstanding elsewhere: executions start in
+        // the order they were released, one at a time.
+        let execute_here = self.runner.executes_inline && self.executing == 0;
         self.executing += jobs.len();
         for failed in ready.replies {
             if let Some(reply) = self.waiters.remove(&failed.t0) {
                 let _ = reply.send(Err(failed.error));
             }
         }
+        let mut here = Vec::new();
         if !(ready.persist.is_empty() && ready.messages.is_empty() && jobs.is_empty()) {
             let round = Round {
                 persist: ready.persist,
                 messages: ready.messages,
                 jobs,
             };
-            if !self.sink.pass_on(round, inputs) {
-                tracing::error!("the store failed; this node cannot make progress");
+            match self.sink.pass_on(round, inputs, execute_here) {
+                Ok(jobs) => here = jobs,
+                Err(StoreFailed) => {
+                    tracing::error!("the store failed; this node cannot make progress")
+                }
             }
         }
         let (applied_count, applied_digest) = self.core.applied_digest();
@@ -343,6 +398,7 @@ impl<E: Executor> CoreLoop<E> {
             status.applied_digest = applied_digest;
             changed
         });
+        here
     }
 }
 
@@ -364,8 +420,11 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
             }
         }
         let count = batch.len();
-        if !commit_and_release(batch, store, network, &jobs) {
+        let Some(released) = commit_and_send(batch, store, network) else {
             return;
+        };
+        for round in released {
+            hand_to_executor(round.jobs, &jobs);
         }
         let before = queued.fetch_sub(count, Ordering::AcqRel);
         // Every round the persister releases was counted in by `Sink::pass_on`.
@@ -373,15 +432,24 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
     }
 }
 
-/// Commits `batch` in one store commit, then sends its messages and releases its
-/// executions, in round order. False when the commit failed: nothing of the batch left the
-/// node, and the node must stop.
-fn commit_and_release<N: Network, S: Store, E: Executor>(
+/// Releases executions to the executor task, in order.
+fn hand_to_executor<E: Executor>(jobs: Vec<Job<E>>, executor: &mpsc::UnboundedSender<Job<E>>) {
+    for job in jobs {
+        // Even if the executor task is gone, the rounds behind this one must still be
+        // committed (`Node::shutdown` promises it); an execution that cannot run now stays
+        // committed and runs after the restart.
+        let _ = executor.send(job);
+    }
+}
+
+/// Commits `batch` in one store commit, then sends its messages in round order; returns the
+/// rounds, whose executions the caller releases. `None` when the commit failed: nothing of
+/// the batch left the node, and the node must stop.
+fn commit_and_send<N: Network, S: Store, E: Executor>(
     mut batch: Vec<Round<E>>,
     store: &S,
     network: &N,
-    jobs: &mpsc::UnboundedSender<Job<E>>,
-) -> bool {
+) -> Option<Vec<Round<E>>> {
     let mut writes = WriteBatch::default();
     for round in &mut batch {
         writes.absorb(std::mem::take(&mut round.persist));
@@ -398,41 +466,38 @@ fn commit_and_release<N: Network, S: Store, E: Executor>(
                     }
                 }
             }
-            return false;
+            return None;
         }
     }
-    for round in batch {
-        for envelope in round.messages {
+    for round in &mut batch {
+        for envelope in round.messages.drain(..) {
             network.send(envelope);
         }
-        for job in round.jobs {
-            // Even if the executor is gone, the rounds behind this one must still be
-            // committed (`Node::shutdown` promises it); an execution that cannot run now
-            // stays committed and runs after the restart.
-            let _ = jobs.send(job);
-        }
     }
-    true
+    Some(batch)
 }
 
-/// Runs executions one at a time in release order.
-async fn execute_loop<E: Executor>(
+/// Runs executions and answers their clients; shared by the executor task and, for
+/// executors that run inline, the core's thread.
+struct Runner<E: Executor> {
     executor: Arc<E>,
-    mut jobs: mpsc::UnboundedReceiver<Job<E>>,
-    commands: mpsc::UnboundedSender<Command<E>>,
-) {
-    let mut halted: Option<SyneviError> = None;
-    while let Some(job) = jobs.recv().await {
+    executes_inline: bool,
+    /// The first failure of the executor: from then on nothing executes on this node.
+    halted: std::sync::Mutex<Option<SyneviError>>,
+}
+
+impl<E: Executor> Runner<E> {
+    /// Runs one execution; returns its `t0` and result hash if it was applied.
+    async fn run(&self, job: Job<E>) -> Option<(T0, [u8; 32])> {
         let t0 = job.execution.t0;
-        if let Some(error) = &halted {
+        if let Some(error) = self.halted_with() {
             if let Some(reply) = job.reply {
-                let _ = reply.send(Err(error.clone()));
+                let _ = reply.send(Err(error));
             }
-            let _ = commands.send(Command::NotApplied);
-            continue;
+            return None;
         }
         let result: SyneviResult<E> = match decode::<E::Tx>(&job.execution.payload) {
-            Ok(transaction) => match executor.execute(transaction).await {
+            Ok(transaction) => match self.executor.execute(transaction).await {
                 Ok(outcome) => Ok(outcome),
                 Err(error) => {
                     // A system failure of this node's executor: skipping the transaction
@@ -442,12 +507,13 @@ async fn execute_loop<E: Executor>(
                         t0,
                         reason: error.to_string(),
                     };
-                    halted = Some(failure.clone());
+                    if let Ok(mut halted) = self.halted.lock() {
+                        halted.get_or_insert(failure.clone());
+                    }
                     if let Some(reply) = job.reply {
                         let _ = reply.send(Err(failure));
                     }
-                    let _ = commands.send(Command::NotApplied);
-                    continue;
+                    return None;
                 }
             },
             // Every node decodes the same bytes the same way: the same error everywhere.
@@ -457,7 +523,30 @@ async fn execute_loop<E: Executor>(
         if let Some(reply) = job.reply {
             let _ = reply.send(result);
         }
-        if commands.send(Command::Applied { t0, result_hash }).is_err() {
+        Some((t0, result_hash))
+    }
+
+    /// The failure that halted execution, if any. A poisoned lock counts as halted.
+    fn halted_with(&self) -> Option<SyneviError> {
+        match self.halted.lock() {
+            Ok(halted) => halted.clone(),
+            Err(_) => Some(SyneviError::ShutDown),
+        }
+    }
+}
+
+/// Runs executions one at a time in release order.
+async fn execute_loop<E: Executor>(
+    runner: Arc<Runner<E>>,
+    mut jobs: mpsc::UnboundedReceiver<Job<E>>,
+    commands: mpsc::UnboundedSender<Command<E>>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let command = match runner.run(job).await {
+            Some((t0, result_hash)) => Command::Applied { t0, result_hash },
+            None => Command::NotApplied,
+        };
+        if commands.send(command).is_err() {
             return;
         }
     }
