@@ -55,6 +55,11 @@ impl Gc {
         }
     }
 
+    /// Whether transactions found applied everywhere wait to be announced.
+    pub fn announcement_pending(&self) -> bool {
+        !self.newly_applied_everywhere.is_empty()
+    }
+
     /// Whether `t0` was forgotten here or lies below its home's floor: applied everywhere.
     pub fn is_forgotten(&self, t0: T0) -> bool {
         // Floors first: a map of one entry per home node, and where it answers, no set lookup.
@@ -308,6 +313,12 @@ mod tests {
         monotonic_ms: 0,
     };
 
+    /// Past the hold of acknowledgements.
+    const LATER: Now = Now {
+        wall_ms: 1_010,
+        monotonic_ms: 10,
+    };
+
     fn three_cores() -> Vec<Core> {
         let mut cores: Vec<Core> = (1..=3)
             .map(|serial| {
@@ -334,14 +345,14 @@ mod tests {
     }
 
     /// Takes every core's effects, acknowledging executions at once; returns the messages.
-    fn take_all(cores: &mut [Core]) -> Vec<Envelope> {
+    fn take_all(cores: &mut [Core], now: Now) -> Vec<Envelope> {
         let mut messages = Vec::new();
         for core in cores.iter_mut() {
             let ready = core.take_ready();
             messages.extend(ready.messages);
             if !ready.execute.is_empty() {
                 for execution in ready.execute {
-                    core.applied(NOW, execution.t0, [0; 32]);
+                    core.applied(now, execution.t0, [0; 32]);
                 }
                 // The acknowledgements go out with the next effects.
                 messages.extend(core.take_ready().messages);
@@ -350,21 +361,21 @@ mod tests {
         messages
     }
 
-    fn deliver(cores: &mut [Core], messages: Vec<Envelope>) {
+    fn deliver(cores: &mut [Core], messages: Vec<Envelope>, now: Now) {
         for envelope in messages {
             let to = usize::from(envelope.to - 1);
-            cores[to].receive(NOW, envelope);
+            cores[to].receive(now, envelope);
         }
     }
 
     /// Runs the cluster until no message is in flight.
-    fn run_quiet(cores: &mut [Core]) {
+    fn run_quiet(cores: &mut [Core], now: Now) {
         loop {
-            let messages = take_all(cores);
+            let messages = take_all(cores, now);
             if messages.is_empty() {
                 return;
             }
-            deliver(cores, messages);
+            deliver(cores, messages, now);
         }
     }
 
@@ -377,24 +388,25 @@ mod tests {
         // acknowledgements of nodes 2 and 3 have not reached its home yet: X is active
         // everywhere.
         let x = cores[0].submit(NOW, body(1));
+        run_quiet(&mut cores, NOW);
+        // Nodes 2 and 3 held their acknowledgements (nothing else to send to node 1); once the
+        // hold is over they send them, but they have not arrived yet.
         let mut acks = Vec::new();
-        loop {
-            let messages = take_all(&mut cores);
-            if messages.is_empty() {
-                break;
-            }
-            let (held, rest): (Vec<Envelope>, Vec<Envelope>) = messages
-                .into_iter()
-                .partition(|e| matches!(e.message, Message::Applied(_)));
-            acks.extend(held);
-            deliver(&mut cores, rest);
+        for core in &mut cores[1..] {
+            core.tick(LATER);
+            let messages = core.take_ready().messages;
+            acks.extend(
+                messages
+                    .into_iter()
+                    .filter(|e| matches!(e.message, Message::Applied(_))),
+            );
         }
         assert_eq!(acks.len(), 2, "nodes 2 and 3 acknowledge X");
         // Y, coordinated by node 1 too: nodes 2 and 3 answer with X as a dependency.
-        let y = cores[0].submit(NOW, body(2));
-        let pre_accepts = take_all(&mut cores);
-        deliver(&mut cores, pre_accepts);
-        let answers = take_all(&mut cores);
+        let y = cores[0].submit(LATER, body(2));
+        let pre_accepts = take_all(&mut cores, LATER);
+        deliver(&mut cores, pre_accepts, LATER);
+        let answers = take_all(&mut cores, LATER);
         for answer in &answers {
             if let Message::PreAcceptOk(ok) = &answer.message {
                 assert_eq!(
@@ -406,9 +418,9 @@ mod tests {
             }
         }
         // The acknowledgements arrive first: node 1 knows X applied everywhere.
-        deliver(&mut cores, acks);
-        deliver(&mut cores, answers);
-        let commits: Vec<Envelope> = take_all(&mut cores)
+        deliver(&mut cores, acks, LATER);
+        deliver(&mut cores, answers, LATER);
+        let commits: Vec<Envelope> = take_all(&mut cores, LATER)
             .into_iter()
             .filter(|e| matches!(&e.message, Message::Commit(c) if c.t0 == y))
             .collect();
@@ -419,8 +431,8 @@ mod tests {
             };
             assert!(commit.deps.is_empty(), "X left out: {:?}", commit.deps);
         }
-        deliver(&mut cores, commits);
-        run_quiet(&mut cores);
+        deliver(&mut cores, commits, LATER);
+        run_quiet(&mut cores, LATER);
         for core in &cores {
             assert_eq!(
                 core.applied_digest().0,
@@ -429,5 +441,50 @@ mod tests {
                 core.serial()
             );
         }
+    }
+
+    /// `Applied` acknowledgements wait for other messages to their home node, and go on
+    /// their own only once the hold is over.
+    #[test]
+    fn acknowledgements_wait_for_company_or_the_hold() {
+        let mut cores = three_cores();
+        let _x = cores[0].submit(NOW, body(1));
+        loop {
+            let messages = take_all(&mut cores, NOW);
+            if messages.is_empty() {
+                break;
+            }
+            assert!(
+                !messages
+                    .iter()
+                    .any(|e| matches!(e.message, Message::Applied(_))),
+                "nothing else goes to node 1: the acknowledgements wait"
+            );
+            deliver(&mut cores, messages, NOW);
+        }
+        // Node 2 coordinates Y: its acknowledgement of X travels with Y's PreAccept.
+        let _y = cores[1].submit(NOW, body(2));
+        let from_two = cores[1].take_ready().messages;
+        let to_one: Vec<&Message> = from_two
+            .iter()
+            .filter(|e| e.to == 1)
+            .map(|e| &e.message)
+            .collect();
+        assert!(matches!(
+            to_one.as_slice(),
+            [Message::PreAccept(_), Message::Applied(_)]
+        ));
+        // Node 3 has nothing for node 1 until the hold is over.
+        assert!(cores[2].take_ready().messages.is_empty());
+        let over = Now {
+            wall_ms: NOW.wall_ms + crate::core::HOLD_MS,
+            monotonic_ms: NOW.monotonic_ms + crate::core::HOLD_MS,
+        };
+        cores[2].tick(over);
+        assert!(cores[2]
+            .take_ready()
+            .messages
+            .iter()
+            .any(|e| e.to == 1 && matches!(e.message, Message::Applied(_))));
     }
 }
