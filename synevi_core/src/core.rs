@@ -648,9 +648,15 @@ impl Core {
 
     /// Puts a committed transaction into the execution graph.
     pub(crate) fn add_to_execution(&mut self, t0: T0, t: synevi_types::T, deps: &Deps) {
+        // Committed transactions come with their body; without it, claim no key, which
+        // only forgoes the chain shortcut.
+        static NO_KEYS: Keys = Keys::Set(std::collections::BTreeSet::new());
+        let keys = self.txs.get(&t0).and_then(|state| state.keys());
+        debug_assert!(keys.is_some(), "committed {t0:?} without a body");
+        let keys = keys.unwrap_or(&NO_KEYS);
         let gc = &self.gc;
         self.execution
-            .commit(t0, t, deps, |dep| gc.is_forgotten(dep));
+            .commit(t0, t, deps, keys, |dep| gc.is_forgotten(dep));
     }
 
     /// Makes sure dependencies that executions wait for, and that this replica has never

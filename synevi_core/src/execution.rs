@@ -16,7 +16,7 @@
 use std::collections::BTreeSet;
 
 use rustc_hash::FxHashMap;
-use synevi_types::{Deps, T, T0};
+use synevi_types::{Deps, Keys, T, T0};
 
 /// Committed transactions that have not executed yet, and what each waits for.
 #[derive(Debug, Default)]
@@ -30,22 +30,48 @@ pub struct ExecutionGraph {
     /// its execution if it is).
     waiters: FxHashMap<T0, Vec<T0>>,
     ready: BTreeSet<(T, T0)>,
+    /// Reused by `commit`.
+    scratch: Vec<(T, T0, bool)>,
 }
 
 #[derive(Debug)]
 enum GraphNode {
-    Pending { t: T, blockers: usize },
+    Pending {
+        t: T,
+        blockers: usize,
+        /// A `Keys::All` transaction: conflicts with every other.
+        everything: bool,
+    },
     Done,
 }
 
 impl ExecutionGraph {
-    /// Adds a committed transaction. A dependency that the graph holds neither as pending
-    /// nor as done is either forgotten (every member applied it; `is_forgotten` says so) or
-    /// not committed yet.
-    pub fn commit(&mut self, t0: T0, t: T, deps: &Deps, is_forgotten: impl Fn(T0) -> bool) {
+    /// Adds a committed transaction touching `keys`. A dependency that the graph holds
+    /// neither as pending nor as done is either forgotten (every member applied it;
+    /// `is_forgotten` says so) or not committed yet.
+    ///
+    /// The committed, pending deps that execute first are waited for through a chain where
+    /// that is enough. Accord guarantees, of two conflicting committed transactions, that the
+    /// one with the lower `t` is in the other's deps; so a pending dep `c` that conflicts
+    /// with every other dep executes only after each of them with a lower `t`, and waiting
+    /// for the highest such `c` replaces waiting for everything below it. Such a `c` is any
+    /// dep of a one-key transaction (each dep touches that key, or every key), and any
+    /// `Keys::All` dep. With a hot key or `Keys::All`, a commit then costs one waiting edge
+    /// instead of one per transaction in flight.
+    pub fn commit(
+        &mut self,
+        t0: T0,
+        t: T,
+        deps: &Deps,
+        keys: &Keys,
+        is_forgotten: impl Fn(T0) -> bool,
+    ) {
         assert!(t >= t0, "execution timestamp {t:?} below {t0:?}");
         debug_assert!(!self.nodes.contains_key(&t0), "{t0:?} committed twice");
+        let one_key = matches!(keys, Keys::Set(set) if set.len() == 1);
         let mut blockers = 0;
+        // Committed, pending deps that execute first: (t, t0, conflicts with every dep).
+        let mut before = std::mem::take(&mut self.scratch);
         for &dep in deps.iter() {
             if dep == t0 {
                 continue;
@@ -53,7 +79,16 @@ impl ExecutionGraph {
             let blocks = match self.nodes.get(&dep) {
                 Some(GraphNode::Done) => false,
                 // Committed: wait only if it executes first.
-                Some(GraphNode::Pending { t: dep_t, .. }) => *dep_t < t,
+                Some(GraphNode::Pending {
+                    t: dep_t,
+                    everything,
+                    ..
+                }) => {
+                    if *dep_t < t {
+                        before.push((*dep_t, dep, one_key || *everything));
+                    }
+                    false
+                }
                 None if is_forgotten(dep) => false,
                 // Not committed yet: its t is unknown, wait for the commit.
                 None => true,
@@ -63,7 +98,26 @@ impl ExecutionGraph {
                 blockers += 1;
             }
         }
-        self.nodes.insert(t0, GraphNode::Pending { t, blockers });
+        let chain_from = before
+            .iter()
+            .filter(|(_, _, covers)| *covers)
+            .map(|(dep_t, _, _)| *dep_t)
+            .max();
+        for (dep_t, dep, _) in before.drain(..) {
+            if chain_from.is_none_or(|from| dep_t >= from) {
+                self.waiters.entry(dep).or_default().push(t0);
+                blockers += 1;
+            }
+        }
+        self.scratch = before;
+        self.nodes.insert(
+            t0,
+            GraphNode::Pending {
+                t,
+                blockers,
+                everything: keys.is_all(),
+            },
+        );
         self.pending_count += 1;
         if blockers == 0 {
             self.ready.insert((t, t0));
@@ -98,7 +152,7 @@ impl ExecutionGraph {
     }
 
     fn release(&mut self, t0: T0) {
-        let Some(GraphNode::Pending { t, blockers }) = self.nodes.get_mut(&t0) else {
+        let Some(GraphNode::Pending { t, blockers, .. }) = self.nodes.get_mut(&t0) else {
             debug_assert!(false, "released {t0:?}, which is not pending");
             return;
         };
@@ -174,11 +228,17 @@ mod tests {
         let mut graph = ExecutionGraph::default();
         let (a, b) = (T0(ts(1)), T0(ts(2)));
         // b depends on a, a is not committed yet.
-        graph.commit(b, T(ts(5)), &Deps::from_unsorted(vec![a]), |_| false);
+        graph.commit(
+            b,
+            T(ts(5)),
+            &Deps::from_unsorted(vec![a]),
+            &Keys::All,
+            |_| false,
+        );
         assert_eq!(graph.pop_ready(), None);
         assert_eq!(graph.missing(), vec![a]);
         // a commits with a higher t: b no longer waits.
-        graph.commit(a, T(ts(9)), &Deps::new(), |_| false);
+        graph.commit(a, T(ts(9)), &Deps::new(), &Keys::All, |_| false);
         assert_eq!(graph.pop_ready(), Some((b, T(ts(5)))));
         assert_eq!(graph.pop_ready(), Some((a, T(ts(9)))));
         assert_eq!(graph.pending_len(), 0);
@@ -188,7 +248,13 @@ mod tests {
     fn invalidated_dependency_releases_its_waiters() {
         let mut graph = ExecutionGraph::default();
         let (a, b) = (T0(ts(1)), T0(ts(2)));
-        graph.commit(b, T(ts(2)), &Deps::from_unsorted(vec![a]), |_| false);
+        graph.commit(
+            b,
+            T(ts(2)),
+            &Deps::from_unsorted(vec![a]),
+            &Keys::All,
+            |_| false,
+        );
         graph.done(a);
         assert_eq!(graph.pop_ready(), Some((b, T(ts(2)))));
     }
@@ -255,7 +321,7 @@ mod tests {
         let mut executed: Vec<T0> = Vec::new();
         for &i in order {
             let tx = &txs[i];
-            graph.commit(tx.t0, tx.t, &tx.deps, |_| false);
+            graph.commit(tx.t0, tx.t, &tx.deps, &tx.keys, |_| false);
             while let Some((t0, _)) = graph.pop_ready() {
                 executed.push(t0);
             }
