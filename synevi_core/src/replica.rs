@@ -124,6 +124,7 @@ impl Core {
         state.record.status = Status::Accepted;
         state.record.t = message.t;
         // Keep the proposed deps: recovery reads them as "what this transaction witnessed".
+        let proposed = message.deps.clone();
         state.record.deps = message.deps;
         let keys = message.body.keys;
         self.conflicts.witness(&keys, message.t.0);
@@ -132,7 +133,10 @@ impl Core {
             // A coordinator is driving it: no need to recover it soon.
             self.defer_progress(t0);
         }
-        let deps = self.conflicts.deps(&keys, message.t.0, t0);
+        let deps = self
+            .conflicts
+            .deps(&keys, message.t.0, t0)
+            .without(&proposed);
         let reply = AcceptOk {
             t0,
             ballot: message.ballot,

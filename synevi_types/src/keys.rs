@@ -252,6 +252,22 @@ impl Deps {
         self.0 = merged.into();
     }
 
+    /// The dependencies of `self` that `other` lacks.
+    pub fn without(&self, other: &Deps) -> Deps {
+        if other.0.is_empty() {
+            return self.clone();
+        }
+        let mut rest = Vec::new();
+        let mut others = other.0.iter().peekable();
+        for t0 in self.0.iter() {
+            while others.next_if(|other| *other < t0).is_some() {}
+            if others.peek() != Some(&t0) {
+                rest.push(*t0);
+            }
+        }
+        Deps(rest.into())
+    }
+
     /// Whether `t0` is a dependency.
     pub fn contains(&self, t0: &T0) -> bool {
         self.0.binary_search(t0).is_ok()
@@ -335,6 +351,18 @@ mod tests {
             let expected: Vec<T0> = a.iter().chain(b.iter()).map(|&n| t0(n))
                 .collect::<BTreeSet<T0>>().into_iter().collect();
             prop_assert_eq!(left.as_slice(), expected.as_slice());
+        }
+
+        #[test]
+        fn without_is_the_sorted_set_difference(a in proptest::collection::vec(0u64..50, 0..30),
+                                                b in proptest::collection::vec(0u64..50, 0..30)) {
+            let left: Deps = a.iter().map(|&n| t0(n)).collect();
+            let right: Deps = b.iter().map(|&n| t0(n)).collect();
+            let removed: BTreeSet<u64> = b.iter().copied().collect();
+            let expected: Vec<T0> = a.iter().filter(|n| !removed.contains(n)).map(|&n| t0(n))
+                .collect::<BTreeSet<T0>>().into_iter().collect();
+            let rest = left.without(&right);
+            prop_assert_eq!(rest.as_slice(), expected.as_slice());
         }
     }
 }

@@ -58,14 +58,16 @@ pub struct Accept {
 }
 
 /// Phase 2 answer: the conflicting transactions the replica knows with a `t0` below the
-/// accepted `t`.
+/// accepted `t` that the proposal did not already carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptOk {
     /// The transaction answered for.
     pub t0: T0,
     /// The ballot the answer is for.
     pub ballot: Ballot,
-    /// Conflicting transactions with a `t0` below the accepted `t`.
+    /// Conflicting transactions with a `t0` below the accepted `t`, less the proposed deps
+    /// (the coordinator commits their union with the proposal, so only the difference
+    /// needs to travel: under contention most of a replica's answer is in the proposal).
     pub deps: Deps,
 }
 
