@@ -52,7 +52,8 @@ impl ExecutionGraph {
     ///
     /// The committed, pending deps that execute first are waited for through a chain where
     /// that is enough. Accord guarantees, of two conflicting committed transactions, that the
-    /// one with the lower `t` is in the other's deps; so a pending dep `c` that conflicts
+    /// one with the lower `t` is in the other's deps, unless it was stable (applied by every
+    /// member) before, and then it is pending nowhere; so a pending dep `c` that conflicts
     /// with every other dep executes only after each of them with a lower `t`, and waiting
     /// for the highest such `c` replaces waiting for everything below it. Such a `c` is any
     /// dep of a one-key transaction (each dep touches that key, or every key), and any

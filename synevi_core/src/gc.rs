@@ -205,9 +205,20 @@ impl Core {
     /// transaction's deps are only ever asked whether they hold the transaction being
     /// recovered, and a stable transaction is never recovered from evidence, because every
     /// member holds it decided (or forgot it after every member applied it).
+    ///
+    /// `TxState::stable` is a copy of "in `gc.applied_everywhere`" kept where the hash lookup
+    /// for the state already lands; it is set only by `mark_applied_everywhere`, so it may
+    /// lag (a state created after the mark stays `false`, which only keeps a dep) but never
+    /// claims more than the set. Checked here in debug builds.
     pub(crate) fn drop_stable_deps(&self, deps: &mut Deps) {
         deps.retain(|dep| match self.txs.get(dep) {
-            Some(state) => !state.stable,
+            Some(state) => {
+                debug_assert!(
+                    !state.stable || self.gc.applied_everywhere.contains(dep),
+                    "{dep:?} marked stable but not known applied everywhere"
+                );
+                !state.stable
+            }
             None => !self.gc.is_forgotten(*dep),
         });
     }

@@ -254,18 +254,9 @@ impl Deps {
 
     /// The dependencies of `self` that `other` lacks.
     pub fn without(&self, other: &Deps) -> Deps {
-        if other.0.is_empty() {
-            return self.clone();
-        }
-        let mut rest = Vec::new();
-        let mut others = other.0.iter().peekable();
-        for t0 in self.0.iter() {
-            while others.next_if(|other| *other < t0).is_some() {}
-            if others.peek() != Some(&t0) {
-                rest.push(*t0);
-            }
-        }
-        Deps(rest.into())
+        let mut rest = self.clone();
+        rest.retain(|t0| !other.contains(t0));
+        rest
     }
 
     /// Whether `t0` is a dependency.

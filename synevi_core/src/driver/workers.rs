@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use synevi_types::{
-    Envelope, Executor, Network, Serial, Store, SyneviError, SyneviResult, TxBody, WriteBatch, T0,
+    Bytes, Envelope, Executor, Network, Serial, Store, SyneviError, SyneviResult, TxBody,
+    WriteBatch, T0,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -158,7 +159,6 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         persist_loop(rounds_receiver, &*store, &*network, jobs, &queued)
     });
     let runner = Arc::new(Runner {
-        executes_inline: workers.executor.executes_inline(),
         executor: workers.executor,
         halted: std::sync::Mutex::new(None),
     });
@@ -368,7 +368,7 @@ impl<E: Executor> CoreLoop<E> {
         }
         // Executions run here only if none is outstanding elsewhere: executions start in
         // the order they were released, one at a time.
-        let execute_here = self.runner.executes_inline && self.executing == 0;
+        let execute_here = self.executing == 0 && self.runner.executor.executes_inline();
         self.executing += jobs.len();
         for failed in ready.replies {
             if let Some(reply) = self.waiters.remove(&failed.t0) {
@@ -481,7 +481,6 @@ fn commit_and_send<N: Network, S: Store, E: Executor>(
 /// executors that run inline, the core's thread.
 struct Runner<E: Executor> {
     executor: Arc<E>,
-    executes_inline: bool,
     /// The first failure of the executor: from then on nothing executes on this node.
     halted: std::sync::Mutex<Option<SyneviError>>,
 }
@@ -496,28 +495,24 @@ impl<E: Executor> Runner<E> {
             }
             return None;
         }
-        let result: SyneviResult<E> = match decode::<E::Tx>(&job.execution.payload) {
-            Ok(transaction) => match self.executor.execute(transaction).await {
-                Ok(outcome) => Ok(outcome),
-                Err(error) => {
-                    // A system failure of this node's executor: skipping the transaction
-                    // would make this node diverge, so it stops executing.
-                    tracing::error!(?t0, %error, "executor failed; this node stops executing");
-                    let failure = SyneviError::ExecutorFailed {
-                        t0,
-                        reason: error.to_string(),
-                    };
-                    if let Ok(mut halted) = self.halted.lock() {
-                        halted.get_or_insert(failure.clone());
-                    }
-                    if let Some(reply) = job.reply {
-                        let _ = reply.send(Err(failure));
-                    }
-                    return None;
+        let result = match execute_payload(&*self.executor, &job.execution.payload).await {
+            Ok(result) => result,
+            Err(error) => {
+                // A system failure of this node's executor: skipping the transaction would
+                // make this node diverge, so it stops executing.
+                tracing::error!(?t0, %error, "executor failed; this node stops executing");
+                let failure = SyneviError::ExecutorFailed {
+                    t0,
+                    reason: error.to_string(),
+                };
+                if let Ok(mut halted) = self.halted.lock() {
+                    halted.get_or_insert(failure.clone());
                 }
-            },
-            // Every node decodes the same bytes the same way: the same error everywhere.
-            Err(error) => Err(error),
+                if let Some(reply) = job.reply {
+                    let _ = reply.send(Err(failure));
+                }
+                return None;
+            }
         };
         let result_hash = result_hash::<E>(&result);
         if let Some(reply) = job.reply {
@@ -532,6 +527,19 @@ impl<E: Executor> Runner<E> {
             Ok(halted) => halted.clone(),
             Err(_) => Some(SyneviError::ShutDown),
         }
+    }
+}
+
+/// Decodes and executes one transaction. The outer `Err` is a failure of the executor
+/// itself (the node must stop executing); a payload that does not decode is the
+/// transaction's result, because every node decodes the same bytes the same way.
+async fn execute_payload<E: Executor>(
+    executor: &E,
+    payload: &Bytes,
+) -> Result<SyneviResult<E>, SyneviError> {
+    match decode::<E::Tx>(payload) {
+        Ok(transaction) => executor.execute(transaction).await.map(Ok),
+        Err(error) => Ok(Err(error)),
     }
 }
 
@@ -567,18 +575,12 @@ pub(crate) async fn replay_events<S: Store, E: Executor>(
         };
         after = last.seq;
         for event in page {
-            let result: SyneviResult<E> = match decode::<E::Tx>(&event.payload) {
-                Ok(transaction) => match executor.execute(transaction).await {
-                    Ok(outcome) => Ok(outcome),
-                    Err(error) => {
-                        return Err(SyneviError::ExecutorFailed {
-                            t0: event.t0,
-                            reason: format!("while replaying the event log: {error}"),
-                        })
-                    }
-                },
-                Err(error) => Err(error),
-            };
+            let result = execute_payload(executor, &event.payload)
+                .await
+                .map_err(|error| SyneviError::ExecutorFailed {
+                    t0: event.t0,
+                    reason: format!("while replaying the event log: {error}"),
+                })?;
             if result_hash::<E>(&result) != event.result_hash {
                 tracing::warn!(
                     seq = event.seq,
