@@ -252,10 +252,16 @@ impl Deps {
         self.0 = merged.into();
     }
 
-    /// The dependencies of `self` that `other` lacks.
+    /// The dependencies of `self` that `other` lacks. One pass over both sorted lists:
+    /// `retain` visits `self` in ascending order, so a cursor into `other` only moves
+    /// forward (a binary search per entry cost 9 % of all CPU with one hot key).
     pub fn without(&self, other: &Deps) -> Deps {
         let mut rest = self.clone();
-        rest.retain(|t0| !other.contains(t0));
+        let mut others = other.0.iter().peekable();
+        rest.retain(|t0| {
+            while others.next_if(|o| *o < t0).is_some() {}
+            others.peek() != Some(&t0)
+        });
         rest
     }
 
@@ -284,7 +290,8 @@ impl Deps {
         &self.0
     }
 
-    /// Keeps only the dependencies for which `keep` returns true.
+    /// Keeps only the dependencies for which `keep` returns true; `keep` sees them in
+    /// ascending order, once each.
     pub fn retain(&mut self, mut keep: impl FnMut(&T0) -> bool) {
         let kept: Vec<T0> = self.0.iter().copied().filter(|t0| keep(t0)).collect();
         if kept.len() != self.0.len() {
