@@ -271,3 +271,141 @@ async fn a_failing_executor_halts_its_node_only() {
         cluster.shutdown().await;
     }
 }
+
+/// Holds back store commits until the test opens it.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::Mutex<bool>,
+    opened: std::sync::Condvar,
+    /// Commits waiting at the gate.
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().expect("gate") = true;
+        self.opened.notify_all();
+    }
+
+    fn pass(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut open = self.open.lock().expect("gate");
+        while !*open {
+            open = self.opened.wait(open).expect("gate");
+        }
+        drop(open);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A `MemStore` whose commits carrying a `Committed` record pass its gate first.
+struct GatedStore {
+    inner: synevi::persistence::MemStore,
+    gate: std::sync::Arc<Gate>,
+}
+
+impl synevi::types::Store for GatedStore {
+    fn serial(&self) -> u16 {
+        self.inner.serial()
+    }
+
+    fn load(&self) -> Result<synevi::types::StoredState, SyneviError> {
+        self.inner.load()
+    }
+
+    fn commit(&self, batch: &synevi::types::WriteBatch) -> Result<(), SyneviError> {
+        let commits_a_decision = batch
+            .transactions
+            .iter()
+            .any(|record| record.status == synevi::types::Status::Committed);
+        if commits_a_decision {
+            self.gate.pass();
+        }
+        self.inner.commit(batch)
+    }
+
+    fn events_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<synevi::types::Event>, SyneviError> {
+        self.inner.events_after(after_seq, limit)
+    }
+}
+
+/// The coordinator answers its client before its own record of the commit is durable: the
+/// decision is durable on the replicas whose votes made it (`Ready::execute_early`), and
+/// waiting for the local sync would put one more store commit on the latency path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_is_answered_before_its_commit_is_durable_on_the_coordinator() {
+    let hub = synevi::network::LocalHub::new();
+    let ids: Vec<synevi::Ulid> = (0..3).map(|_| synevi::Ulid::new()).collect();
+    let gates: Vec<std::sync::Arc<Gate>> = (0..3).map(|_| Default::default()).collect();
+    // Only the coordinator's (node 1's) commits of decisions wait.
+    gates[1].open();
+    gates[2].open();
+    let mut nodes = Vec::new();
+    let mut recorders = Vec::new();
+    for serial in 1..=3u16 {
+        let (recorder, _) = common::Recorder::new();
+        let recorder = std::sync::Arc::new(recorder);
+        let index = usize::from(serial - 1);
+        let store = GatedStore {
+            inner: synevi::persistence::MemStore::new(serial).expect("memory store"),
+            gate: gates[index].clone(),
+        };
+        let node = synevi::Node::with_config(
+            ids[index],
+            serial,
+            hub.network(serial),
+            recorder.clone(),
+            store,
+            Config::default(),
+        )
+        .await
+        .expect("node starts");
+        for peer in (1..=3u16).filter(|peer| *peer != serial) {
+            node.add_member(
+                ids[usize::from(peer - 1)],
+                peer,
+                format!("local:{peer}"),
+                true,
+            )
+            .await
+            .expect("member added");
+        }
+        nodes.push(node);
+        recorders.push(recorder);
+    }
+    let tx = TestTx {
+        id: 1,
+        keys: vec!["k".into()],
+        all: false,
+    };
+    let answered = tokio::time::timeout(Duration::from_secs(10), nodes[0].transaction(1, tx)).await;
+    let held = gates[0].waiting.load(Ordering::SeqCst);
+    let executed = recorders[0].executed_ids();
+    // Open before asserting: a held persister would keep a failing test from ending.
+    gates[0].open();
+    let outcome = answered
+        .expect("answered while the commit is held at the gate")
+        .expect("commits");
+    assert_eq!(outcome, Ok(vec![("k".to_string(), 0)]));
+    assert_eq!(executed, vec![1]);
+    assert_eq!(
+        held, 1,
+        "the commit that records the decision was still held"
+    );
+    let mut status = nodes[0].watch_status();
+    let applied = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|s| s.applied_count >= 1),
+    );
+    assert!(
+        applied.await.is_ok(),
+        "the execution is recorded once the gate opens"
+    );
+    for node in nodes {
+        node.shutdown().await;
+    }
+}

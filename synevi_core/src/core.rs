@@ -432,6 +432,7 @@ impl Core {
         if std::mem::take(&mut self.meta_dirty) {
             self.ready.persist.meta = Some(self.meta.clone());
         }
+        self.ready.execute_early = !self.quorums.own_vote_may_decide();
         std::mem::take(&mut self.ready)
     }
 

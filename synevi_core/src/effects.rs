@@ -4,7 +4,9 @@
 //! `persist` durable (one store commit for the whole batch: group commit), then send
 //! `messages`, hand `execute` to the executor in order, and deliver `replies`. Nothing in a
 //! `Ready` may leave the node before its `persist` is durable: the messages promise what the
-//! batch contains.
+//! batch contains. One exception, flagged by [`Ready::execute_early`]: executions may run
+//! (and answer their clients) before `persist` is durable when every decision behind them is
+//! durable on other nodes already.
 
 use bytes::Bytes;
 use synevi_types::{Envelope, SyneviError, WriteBatch, T, T0};
@@ -23,6 +25,18 @@ pub struct Ready {
     /// Clients to answer with an error (timeouts, invalidation). Successful answers are the
     /// executor's results and come from `execute`.
     pub replies: Vec<FailedReply>,
+    /// Whether `execute` may run before `persist` is durable, once the executions of every
+    /// earlier `Ready` were released (executions keep their order). An execution reveals a
+    /// commit decision, and a decision must survive this node losing what it has not
+    /// persisted. It does whenever no decision can rest on this node's vote alone (every
+    /// quorum has two voters or more): a decision learned from a `Commit` was made durable by
+    /// its sender, and one this node reached counts a reply from another voter, which
+    /// answered a request that left only after the round holding this node's own vote was
+    /// durable. A crash then loses at most the local record of the commit and of the
+    /// execution; the node learns the decision again and executes it again after replaying
+    /// its event log, as after losing an unsynced execution today. False for a cluster of
+    /// one voter, whose own vote is a quorum.
+    pub execute_early: bool,
 }
 
 impl Ready {
@@ -40,6 +54,7 @@ impl Ready {
         self.messages.extend(later.messages);
         self.execute.extend(later.execute);
         self.replies.extend(later.replies);
+        self.execute_early &= later.execute_early;
     }
 }
 

@@ -99,6 +99,12 @@ impl Quorums {
         fast
     }
 
+    /// Whether a quorum may consist of one voter (this node's own vote alone decides): a
+    /// cluster of one voter, or an electorate whose fast quorum is one.
+    pub fn own_vote_may_decide(&self) -> bool {
+        self.slow_quorum() < 2 || self.fast_quorum() < 2
+    }
+
     /// How many members are in the fast-path electorate.
     pub fn electorate_size(&self) -> usize {
         self.electorate
@@ -150,6 +156,19 @@ mod tests {
             quorums.add(serial, true).expect("new member");
         }
         quorums
+    }
+
+    #[test]
+    fn only_a_lone_voter_decides_alone() {
+        assert!(cluster(1).own_vote_may_decide());
+        for n in 2..=7 {
+            assert!(!cluster(n).own_vote_may_decide(), "{n} voters");
+        }
+        // Learners do not vote: one voter and two learners still decide alone.
+        let mut quorums = cluster(1);
+        quorums.add(2, false).expect("learner");
+        quorums.add(3, false).expect("learner");
+        assert!(quorums.own_vote_may_decide());
     }
 
     #[test]

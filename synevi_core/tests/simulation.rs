@@ -154,7 +154,7 @@ fn run_scenario(scenario: Scenario) {
                 .collect()
         }
     };
-    let mut totals = (0usize, 0usize, 0u64, 0u64, 0u64);
+    let mut totals = (0usize, 0usize, 0u64, 0u64, 0u64, 0u64);
     for seed in &seeds {
         match run_seed(&scenario, *seed) {
             Ok(report) => {
@@ -163,16 +163,18 @@ fn run_scenario(scenario: Scenario) {
                 totals.2 += report.crashes;
                 totals.3 += report.recoveries;
                 totals.4 += report.dropped;
+                totals.5 += report.executed_early;
             }
             Err(failure) => panic!("{failure}"),
         }
     }
     eprintln!(
-        "{}: {} seeds, {} transactions submitted, {} executed, {} crashes, {} recoveries, {} messages dropped",
+        "{}: {} seeds, {} transactions submitted, {} executed ({} executions before their commit was durable), {} crashes, {} recoveries, {} messages dropped",
         scenario.name,
         seeds.len(),
         totals.0,
         totals.1,
+        totals.5,
         totals.2,
         totals.3,
         totals.4

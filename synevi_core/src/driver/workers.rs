@@ -89,6 +89,9 @@ struct Sink<E: Executor> {
     persister: std_mpsc::Sender<Round<E>>,
     /// Rounds handed to the persister and not yet released by it.
     queued: Arc<AtomicUsize>,
+    /// Of those, the rounds whose executions wait for their commit (executions run in the
+    /// order the core released them, so no later execution may overtake these).
+    holding: Arc<AtomicUsize>,
     /// If the store commits inline: commits a round on the core's thread and sends its
     /// messages, returning its executions; `None` once a commit failed and the node stopped.
     inline: Option<InlineCommit<E>>,
@@ -104,11 +107,17 @@ impl<E: Executor> Sink<E> {
     /// Rounds are released in the order the core made them: a round is committed inline
     /// only when the persister holds none (`queued` is decremented only after a round's
     /// messages and executions are released, and only this thread increments it).
+    ///
+    /// `execute_early` ([`crate::Ready::execute_early`]): the round's executions need not
+    /// wait for its commit. They go at once unless executions of earlier rounds still wait
+    /// in the persister (`holding`, decremented only after it handed them on): this is what
+    /// takes a sync off the latency path of a store that syncs.
     fn pass_on(
         &mut self,
-        round: Round<E>,
+        mut round: Round<E>,
         inputs: usize,
         execute_here: bool,
+        execute_early: bool,
     ) -> Result<Vec<Job<E>>, StoreFailed> {
         if let Some(commit) = &mut self.inline {
             if inputs <= INLINE_ROUND_INPUTS_MAX && self.queued.load(Ordering::Acquire) == 0 {
@@ -120,8 +129,20 @@ impl<E: Executor> Sink<E> {
                 return Ok(Vec::new());
             }
         }
+        let early = if execute_early && self.holding.load(Ordering::Acquire) == 0 {
+            std::mem::take(&mut round.jobs)
+        } else {
+            Vec::new()
+        };
+        if !round.jobs.is_empty() {
+            self.holding.fetch_add(1, Ordering::AcqRel);
+        }
         self.queued.fetch_add(1, Ordering::AcqRel);
         self.persister.send(round).map_err(|_| StoreFailed)?;
+        if execute_here {
+            return Ok(early);
+        }
+        hand_to_executor(early, &self.jobs);
         Ok(Vec::new())
     }
 }
@@ -137,6 +158,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     let network = workers.network;
     let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let queued = Arc::new(AtomicUsize::new(0));
+    let holding = Arc::new(AtomicUsize::new(0));
     let inline = store.commits_inline().then(|| {
         let (store, network) = (store.clone(), network.clone());
         let mut stopped = false;
@@ -152,11 +174,12 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     let sink = Sink {
         persister: rounds,
         queued: queued.clone(),
+        holding: holding.clone(),
         inline,
         jobs: jobs.clone(),
     };
     let persister = tokio::task::spawn_blocking(move || {
-        persist_loop(rounds_receiver, &*store, &*network, jobs, &queued)
+        persist_loop(rounds_receiver, &*store, &*network, jobs, &queued, &holding)
     });
     let runner = Arc::new(Runner {
         executor: workers.executor,
@@ -382,7 +405,10 @@ impl<E: Executor> CoreLoop<E> {
                 messages: ready.messages,
                 jobs,
             };
-            match self.sink.pass_on(round, inputs, execute_here) {
+            match self
+                .sink
+                .pass_on(round, inputs, execute_here, ready.execute_early)
+            {
                 Ok(jobs) => here = jobs,
                 Err(StoreFailed) => {
                     tracing::error!("the store failed; this node cannot make progress")
@@ -403,13 +429,14 @@ impl<E: Executor> CoreLoop<E> {
 }
 
 /// Commits rounds in order, several at once when they queued up (group commit), and only
-/// then sends their messages and releases their executions.
+/// then sends their messages and releases the executions that waited for the commit.
 fn persist_loop<N: Network, S: Store, E: Executor>(
     rounds: std_mpsc::Receiver<Round<E>>,
     store: &S,
     network: &N,
     jobs: mpsc::UnboundedSender<Job<E>>,
     queued: &AtomicUsize,
+    holding: &AtomicUsize,
 ) {
     while let Ok(first) = rounds.recv() {
         let mut batch = vec![first];
@@ -424,7 +451,11 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
             return;
         };
         for round in released {
-            hand_to_executor(round.jobs, &jobs);
+            if !round.jobs.is_empty() {
+                hand_to_executor(round.jobs, &jobs);
+                // After the hand-over: executions released early from now on queue behind.
+                holding.fetch_sub(1, Ordering::AcqRel);
+            }
         }
         let before = queued.fetch_sub(count, Ordering::AcqRel);
         // Every round the persister releases was counted in by `Sink::pass_on`.

@@ -81,7 +81,7 @@ use synevi_types::{
 };
 
 use crate::outcome::result_hash;
-use crate::{Config, Core, Now, Ready};
+use crate::{Config, Core, Execution, Now, Ready};
 use checker::{check_final, ClientRecord, OnlineChecker};
 
 /// Which faults a run injects, and how hard.
@@ -207,6 +207,9 @@ pub struct SimReport {
     pub executed: usize,
     /// Transactions invalidated by recovery.
     pub invalidated: usize,
+    /// Executions that ran before their node's batch was durable
+    /// ([`Ready::execute_early`]), summed over nodes.
+    pub executed_early: u64,
     /// Messages delivered.
     pub delivered: u64,
     /// Messages dropped (faults, partitions, crashed receivers).
@@ -307,6 +310,9 @@ struct SimNode<E> {
     tick_at: Option<u64>,
     /// Batches handed to the simulated disk and not yet durable (or lost).
     persisting: usize,
+    /// Of those, the batches whose executions wait for them: executions released early
+    /// ([`Ready::execute_early`]) may not overtake these.
+    holding: usize,
 }
 
 enum SimEvent {
@@ -382,6 +388,7 @@ impl<E: Executor> Simulation<E> {
                     disk_free_at: 0,
                     tick_at: None,
                     persisting: 0,
+                    holding: 0,
                 },
             );
         }
@@ -392,6 +399,7 @@ impl<E: Executor> Simulation<E> {
                 submitted: 0,
                 acknowledged: 0,
                 executed: 0,
+                executed_early: 0,
                 invalidated: 0,
                 delivered: 0,
                 dropped: 0,
@@ -801,26 +809,48 @@ impl<E: Executor> Simulation<E> {
         self.after_step(serial)
     }
 
-    /// After any input: hand the node's effects to its simulated disk and keep its timer.
+    /// After any input: hand the node's effects to its simulated disk and keep its timer;
+    /// run at once the executions that need not wait for the disk (and what they release).
     fn after_step(&mut self, serial: Serial) -> Result<(), Violation> {
+        loop {
+            let early = self.hand_to_disk(serial);
+            if early.is_empty() {
+                return Ok(());
+            }
+            self.report.executed_early += early.len() as u64;
+            self.run_executions(serial, early)?;
+        }
+    }
+
+    /// Hands the node's effects to its simulated disk and keeps its timer; returns the
+    /// executions that may run before the disk made the effects durable.
+    fn hand_to_disk(&mut self, serial: Serial) -> Vec<Execution> {
         let latency = self
             .rng_disk
             .between(0, self.config.faults.disk_latency_ms_max);
         let time = self.time;
         let Some(node) = self.nodes.get_mut(&serial) else {
-            return Ok(());
+            return Vec::new();
         };
         let Some(core) = node.core.as_mut() else {
-            return Ok(());
+            return Vec::new();
         };
-        let ready = core.take_ready();
+        let mut ready = core.take_ready();
         let deadline = core.next_deadline();
         self.report.state_size_max = self.report.state_size_max.max(core.state_size());
         let mut to_schedule = Vec::new();
+        let early = if ready.execute_early && node.holding == 0 {
+            std::mem::take(&mut ready.execute)
+        } else {
+            Vec::new()
+        };
         if !ready.is_empty() {
             let done = node.disk_free_at.max(time) + latency;
             node.disk_free_at = done;
             node.persisting += 1;
+            if !ready.execute.is_empty() {
+                node.holding += 1;
+            }
             to_schedule.push((
                 done,
                 SimEvent::Persisted {
@@ -840,7 +870,7 @@ impl<E: Executor> Simulation<E> {
         for (at, event) in to_schedule {
             self.schedule(at, event);
         }
-        Ok(())
+        early
     }
 
     /// A node's batch became durable: now its messages leave, its executions run.
@@ -857,6 +887,9 @@ impl<E: Executor> Simulation<E> {
             return Ok(()); // lost in a crash before it reached the disk
         }
         node.persisting -= 1;
+        if !ready.execute.is_empty() {
+            node.holding -= 1;
+        }
         node.store
             .commit(&ready.persist)
             .map_err(|e| internal(&format!("store commit on node {serial}: {e}")))?;
@@ -876,7 +909,17 @@ impl<E: Executor> Simulation<E> {
                 vec![failed.t0],
             );
         }
-        for execution in ready.execute {
+        self.run_executions(serial, ready.execute)?;
+        self.after_step(serial)
+    }
+
+    /// Runs released executions on the node, in order, and answers their clients.
+    fn run_executions(
+        &mut self,
+        serial: Serial,
+        executions: Vec<Execution>,
+    ) -> Result<(), Violation> {
+        for execution in executions {
             let now = self.now(serial);
             let Some(node) = self.nodes.get_mut(&serial) else {
                 break;
@@ -904,7 +947,7 @@ impl<E: Executor> Simulation<E> {
                 vec![execution.t0],
             );
         }
-        self.after_step(serial)
+        Ok(())
     }
 
     /// Puts an envelope on the simulated wire: maybe lost, maybe twice, always delayed.
@@ -1022,6 +1065,7 @@ impl<E: Executor> Simulation<E> {
             node.tick_at = None;
             node.disk_free_at = 0;
             node.persisting = 0;
+            node.holding = 0;
             self.report.crashes += 1;
             self.record(serial, "crash: unpersisted state lost".into(), vec![]);
         }
