@@ -32,7 +32,8 @@ pub struct Config {
     pub payload_bytes_max: usize,
     /// Whether the driver replays the stored event log through the executor when a node
     /// starts, rebuilding in-memory executor state. Turn off for executors that keep their
-    /// own durable state.
+    /// own durable state; those must tolerate executing a transaction again after a crash
+    /// (see [`synevi_types::Executor`]).
     pub replay_events_on_start: bool,
 }
 

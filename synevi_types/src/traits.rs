@@ -52,6 +52,14 @@ pub trait Transaction: Debug + Clone + Send + 'static {
 /// - Return the inner `Err` for the application's verdict ("key not found"); return the outer
 ///   `SyneviError` only for failures of this node (its disk failed). The node then stops
 ///   executing, because skipping a transaction would make it diverge.
+/// - A node that crashes may execute a transaction again after it restarts: the record that
+///   it executed (its event) becomes durable in a store commit after the execution, and
+///   when the decision was made on other nodes the execution may even run before this
+///   node's own record of the commit is durable. By default the node replays its event
+///   log into a fresh executor when it starts (`Config::replay_events_on_start`), so
+///   in-memory state sees each transaction once. An executor that keeps its own durable
+///   state (and turns the replay off) must make re-execution harmless, for example by
+///   having transactions carry an id it records with its effects.
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync + 'static {
     /// The transaction type this executor applies.
