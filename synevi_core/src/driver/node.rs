@@ -199,7 +199,10 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
 
     /// Orders `transaction` with every other node's, executes it here once everything it
     /// depends on has executed, and returns the executor's result. `id` is the caller's
-    /// request id; it is stored with the event.
+    /// request id; it is stored with the event. A result means the commit is durable on the
+    /// voters that decided it: no crash of a minority undoes it, this node's included (it
+    /// may answer before its own record of the commit is synced, and then learns it again
+    /// from the others after a restart).
     ///
     /// Errors: [`SyneviError::QuorumUnreachable`] if no majority answered within
     /// [`Config::transaction_timeout_ms`] (the transaction may still commit later),
