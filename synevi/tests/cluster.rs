@@ -338,53 +338,29 @@ impl synevi::types::Store for GatedStore {
 /// waiting for the local sync would put one more store commit on the latency path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_is_answered_before_its_commit_is_durable_on_the_coordinator() {
-    let hub = synevi::network::LocalHub::new();
-    let ids: Vec<synevi::Ulid> = (0..3).map(|_| synevi::Ulid::new()).collect();
     let gates: Vec<std::sync::Arc<Gate>> = (0..3).map(|_| Default::default()).collect();
     // Only the coordinator's (node 1's) commits of decisions wait.
     gates[1].open();
     gates[2].open();
-    let mut nodes = Vec::new();
-    let mut recorders = Vec::new();
-    for serial in 1..=3u16 {
-        let (recorder, _) = common::Recorder::new();
-        let recorder = std::sync::Arc::new(recorder);
-        let index = usize::from(serial - 1);
-        let store = GatedStore {
+    let cluster = Cluster::start_on(
+        3,
+        Config::default(),
+        |_, _| {},
+        |serial| GatedStore {
             inner: synevi::persistence::MemStore::new(serial).expect("memory store"),
-            gate: gates[index].clone(),
-        };
-        let node = synevi::Node::with_config(
-            ids[index],
-            serial,
-            hub.network(serial),
-            recorder.clone(),
-            store,
-            Config::default(),
-        )
-        .await
-        .expect("node starts");
-        for peer in (1..=3u16).filter(|peer| *peer != serial) {
-            node.add_member(
-                ids[usize::from(peer - 1)],
-                peer,
-                format!("local:{peer}"),
-                true,
-            )
-            .await
-            .expect("member added");
-        }
-        nodes.push(node);
-        recorders.push(recorder);
-    }
+            gate: gates[usize::from(serial - 1)].clone(),
+        },
+    )
+    .await;
     let tx = TestTx {
         id: 1,
         keys: vec!["k".into()],
         all: false,
     };
-    let answered = tokio::time::timeout(Duration::from_secs(10), nodes[0].transaction(1, tx)).await;
+    let answered =
+        tokio::time::timeout(Duration::from_secs(10), cluster.nodes[0].transaction(1, tx)).await;
     let held = gates[0].waiting.load(Ordering::SeqCst);
-    let executed = recorders[0].executed_ids();
+    let executed = cluster.recorders[0].executed_ids();
     // Open before asserting: a held persister would keep a failing test from ending.
     gates[0].open();
     let outcome = answered
@@ -396,7 +372,7 @@ async fn a_client_is_answered_before_its_commit_is_durable_on_the_coordinator() 
         held, 1,
         "the commit that records the decision was still held"
     );
-    let mut status = nodes[0].watch_status();
+    let mut status = cluster.nodes[0].watch_status();
     let applied = tokio::time::timeout(
         Duration::from_secs(10),
         status.wait_for(|s| s.applied_count >= 1),
@@ -405,7 +381,5 @@ async fn a_client_is_answered_before_its_commit_is_durable_on_the_coordinator() 
         applied.await.is_ok(),
         "the execution is recorded once the gate opens"
     );
-    for node in nodes {
-        node.shutdown().await;
-    }
+    cluster.shutdown().await;
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use synevi::network::{LocalHub, LocalNetwork};
 use synevi::persistence::MemStore;
+use synevi::types::Store;
 use synevi::{Config, Executor, Keys, Node, SyneviError, SyneviResult, Transaction, Ulid};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::watch;
@@ -156,12 +157,12 @@ impl Recorder {
     }
 }
 
-pub type TestNode = Node<LocalNetwork, std::sync::Arc<Recorder>, MemStore>;
+pub type TestNode<S = MemStore> = Node<LocalNetwork, std::sync::Arc<Recorder>, S>;
 
 /// `n` nodes on one hub, every one a member of every other.
-pub struct Cluster {
+pub struct Cluster<S: Store = MemStore> {
     pub hub: LocalHub,
-    pub nodes: Vec<TestNode>,
+    pub nodes: Vec<TestNode<S>>,
     pub recorders: Vec<std::sync::Arc<Recorder>>,
     pub executed: Vec<watch::Receiver<usize>>,
 }
@@ -181,6 +182,21 @@ impl Cluster {
         config: Config,
         adjust: impl Fn(u16, &mut Recorder),
     ) -> Cluster {
+        Cluster::start_on(n, config, adjust, |serial| {
+            MemStore::new(serial).expect("memory store")
+        })
+        .await
+    }
+}
+
+impl<S: Store> Cluster<S> {
+    /// `n` nodes whose recorders `adjust` and whose stores `store` sets up, by serial.
+    pub async fn start_on(
+        n: u16,
+        config: Config,
+        adjust: impl Fn(u16, &mut Recorder),
+        store: impl Fn(u16) -> S,
+    ) -> Cluster<S> {
         let hub = LocalHub::new();
         let ids: Vec<Ulid> = (0..n).map(|_| Ulid::new()).collect();
         let mut cluster = Cluster {
@@ -198,7 +214,7 @@ impl Cluster {
                 serial,
                 hub.network(serial),
                 recorder.clone(),
-                MemStore::new(serial).expect("memory store"),
+                store(serial),
                 config.clone(),
             )
             .await

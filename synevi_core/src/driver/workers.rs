@@ -454,7 +454,9 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
             if !round.jobs.is_empty() {
                 hand_to_executor(round.jobs, &jobs);
                 // After the hand-over: executions released early from now on queue behind.
-                holding.fetch_sub(1, Ordering::AcqRel);
+                let before = holding.fetch_sub(1, Ordering::AcqRel);
+                // `Sink::pass_on` counted in every round that reached here with executions.
+                debug_assert!(before > 0, "released executions of a round never counted");
             }
         }
         let before = queued.fetch_sub(count, Ordering::AcqRel);
