@@ -46,6 +46,21 @@ fn sorted_remove(list: &mut Vec<T0>, t0: &T0) -> bool {
     }
 }
 
+/// Removes from a sorted `list` every element of the sorted `gone`: one pass, however many go.
+fn remove_sorted(list: &mut Vec<T0>, gone: &[T0]) {
+    if let [only] = gone {
+        sorted_remove(list, only);
+        return;
+    }
+    let mut cursor = 0;
+    list.retain(|t0| {
+        while gone.get(cursor).is_some_and(|g| g < t0) {
+            cursor += 1;
+        }
+        gone.get(cursor) != Some(t0)
+    });
+}
+
 impl Entry {
     fn is_empty(&self) -> bool {
         self.active.is_empty() && self.stable.is_empty()
@@ -57,6 +72,12 @@ impl Entry {
 
     fn remove(&mut self, t0: &T0) -> bool {
         sorted_remove(&mut self.active, t0) | sorted_remove(&mut self.stable, t0)
+    }
+
+    /// Removes every element of the sorted `gone`.
+    fn remove_all(&mut self, gone: &[T0]) {
+        remove_sorted(&mut self.active, gone);
+        remove_sorted(&mut self.stable, gone);
     }
 
     fn stabilise(&mut self, t0: T0) {
@@ -186,6 +207,45 @@ impl ConflictIndex {
         }
     }
 
+    /// Removes many transactions at once, as [`ConflictIndex::remove`] does each: one pass
+    /// over each list they are in. Garbage collection forgets hundreds per tick, mostly the
+    /// oldest, and removing those one by one from the front of a long sorted list (every
+    /// transaction's, or a hot key's) moved the rest of it each time.
+    pub fn remove_all(&mut self, removed: &[(T0, &Keys)]) {
+        let mut gone: Vec<T0> = removed.iter().map(|(t0, _)| *t0).collect();
+        gone.sort_unstable();
+        self.every.remove_all(&gone);
+        gone.clear();
+        gone.extend(
+            removed
+                .iter()
+                .filter(|(_, keys)| keys.is_all())
+                .map(|(t0, _)| *t0),
+        );
+        gone.sort_unstable();
+        self.all_keys.remove_all(&gone);
+        let mut per_key: Vec<(&Key, T0)> = Vec::new();
+        for (t0, keys) in removed {
+            if let Keys::Set(keys) = keys {
+                per_key.extend(keys.iter().map(|key| (key, *t0)));
+            }
+        }
+        per_key.sort_unstable();
+        for run in per_key.chunk_by(|a, b| a.0 == b.0) {
+            let key = run[0].0;
+            let Some(entry) = self.by_key.get_mut(key) else {
+                continue;
+            };
+            gone.clear();
+            gone.extend(run.iter().map(|(_, t0)| *t0));
+            entry.members.remove_all(&gone);
+            if entry.members.is_empty() {
+                self.pruned_max = self.pruned_max.max(entry.max);
+                self.by_key.remove(key);
+            }
+        }
+    }
+
     /// The highest timestamp witnessed among transactions that conflict with `keys`.
     pub fn max_conflicting(&self, keys: &Keys) -> Timestamp {
         match keys {
@@ -265,6 +325,8 @@ impl ConflictIndex {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn ts(time: u64) -> Timestamp {
@@ -309,5 +371,82 @@ mod tests {
         assert!(index
             .deps(&Keys::single("a"), ts(10), T0(ts(10)))
             .is_empty());
+    }
+
+    /// What a test can observe of an index: deps, evidence and maxima per key.
+    fn observe(index: &ConflictIndex) -> Vec<(Vec<T0>, Vec<T0>, Timestamp)> {
+        let mut queries: Vec<Keys> = ["a", "b", "c"].into_iter().map(Keys::single).collect();
+        queries.push(Keys::All);
+        let mut seen: Vec<_> = queries
+            .iter()
+            .map(|keys| {
+                let deps = index.deps(keys, ts(1_000), T0(ts(1_000)));
+                let evidence = index.conflicting(keys, T0(ts(1_000)));
+                (
+                    deps.as_slice().to_vec(),
+                    evidence,
+                    index.max_conflicting(keys),
+                )
+            })
+            .collect();
+        seen.push((
+            Vec::new(),
+            Vec::new(),
+            Timestamp::new(index.len() as u64, 0, 0),
+        ));
+        seen.push((
+            Vec::new(),
+            Vec::new(),
+            Timestamp::new(index.key_entries() as u64, 0, 0),
+        ));
+        seen
+    }
+
+    fn keys_of(choice: u8) -> Keys {
+        match choice % 5 {
+            0 => Keys::All,
+            1 => Keys::single("a"),
+            2 => Keys::single("b"),
+            3 => Keys::set(["a", "c"]),
+            _ => Keys::set(["b", "c"]),
+        }
+    }
+
+    proptest! {
+        /// Removing a set of transactions at once leaves the index exactly as removing them
+        /// one by one does, whatever their keys, their order, and which were stable.
+        #[test]
+        fn remove_all_is_remove_one_by_one(
+            txs in proptest::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 0..40),
+        ) {
+            let mut batch = ConflictIndex::default();
+            let mut single = ConflictIndex::default();
+            let txs: Vec<(T0, Keys, bool, bool)> = txs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (keys, stable, gone))| (T0(ts(i as u64 + 1)), keys_of(keys), stable, gone))
+                .collect();
+            for index in [&mut batch, &mut single] {
+                for (t0, keys, stable, _) in &txs {
+                    index.insert(*t0, keys);
+                    index.witness(keys, t0.0);
+                    if *stable {
+                        index.stabilise(*t0, keys);
+                    }
+                }
+            }
+            // Newest first: the batch must not depend on the order it is given in.
+            let removed: Vec<(T0, &Keys)> = txs
+                .iter()
+                .rev()
+                .filter(|(_, _, _, gone)| *gone)
+                .map(|(t0, keys, _, _)| (*t0, keys))
+                .collect();
+            batch.remove_all(&removed);
+            for (t0, keys) in &removed {
+                single.remove(*t0, keys);
+            }
+            prop_assert_eq!(observe(&batch), observe(&single));
+        }
     }
 }

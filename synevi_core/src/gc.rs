@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use synevi_types::{Deps, Forget, Message, Serial, Status, Timestamp, T0};
+use synevi_types::{Deps, Forget, Keys, Message, Serial, Status, Timestamp, T0};
 
 use crate::core::Core;
 use crate::quorum::Quorums;
@@ -266,6 +266,7 @@ impl Core {
     fn forget_what_may_be_forgotten(&mut self) {
         let cluster_floor = self.gc.cluster_decided_floor(&self.quorums);
         let candidates: Vec<T0> = self.gc.applied_everywhere.iter().copied().collect();
+        let mut forgetting = Vec::new();
         for t0 in candidates {
             let Some(state) = self.txs.get(&t0) else {
                 self.gc.applied_everywhere.remove(&t0);
@@ -287,17 +288,24 @@ impl Core {
                 }
             };
             if may_forget {
-                self.forget(t0);
+                forgetting.push(t0);
             }
+        }
+        // Out of the conflict index in one pass, then the rest one by one.
+        let removed: Vec<(T0, &Keys)> = forgetting
+            .iter()
+            .filter_map(|t0| Some((*t0, self.txs.get(t0)?.keys()?)))
+            .collect();
+        self.conflicts.remove_all(&removed);
+        for t0 in forgetting {
+            self.forget(t0);
         }
     }
 
+    /// Forgets `t0`, which the caller already removed from the conflict index.
     fn forget(&mut self, t0: T0) {
-        let Some(state) = self.txs.remove(&t0) else {
+        if self.txs.remove(&t0).is_none() {
             return;
-        };
-        if let Some(keys) = state.keys() {
-            self.conflicts.remove(t0, keys);
         }
         debug_assert!(!self.execution.is_pending(t0));
         self.execution.forget(t0);
