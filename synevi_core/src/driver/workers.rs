@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use synevi_types::{
-    Bytes, Envelope, Executor, Network, Serial, Store, SyneviError, SyneviResult, TxBody,
+    Bytes, Envelope, Executor, Message, Network, Serial, Store, SyneviError, SyneviResult, TxBody,
     WriteBatch, T0,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -202,6 +202,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         waiters: FxHashMap::default(),
         executing: 0,
         stopping: None,
+        batch: Vec::new(),
     };
     let drain_ms = workers.config.transaction_timeout_ms;
     // The core gets a thread of its own: under load it is the busiest worker, and on the
@@ -235,6 +236,8 @@ struct CoreLoop<E: Executor> {
     executing: usize,
     /// Set by `Node::shutdown`: the node drains, then answers here.
     stopping: Option<Stopping>,
+    /// The inputs of the round being taken (kept to reuse its allocation).
+    batch: Vec<Input<E>>,
 }
 
 /// An ordered shutdown in progress: no new inputs, no new executions; the loop ends once
@@ -281,24 +284,27 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
             envelope = state.inbound.recv() => envelope.map_or(Input::Closed, Input::Envelope),
             _ = sleep_until(deadline) => Input::Tick,
         };
-        if !state.handle(first, drain_max) {
-            return;
-        }
         // Take whatever else is queued, up to the limit: one round, one store commit.
-        let mut inputs = 1;
-        for _ in 1..state.batch_inputs_max {
-            let next = if let Ok(command) = state.commands.try_recv() {
-                Input::Command(command)
+        let mut batch = std::mem::take(&mut state.batch);
+        batch.push(first);
+        while batch.len() < state.batch_inputs_max {
+            if let Ok(command) = state.commands.try_recv() {
+                batch.push(Input::Command(command));
             } else if let Ok(envelope) = state.inbound.try_recv() {
-                Input::Envelope(envelope)
+                batch.push(Input::Envelope(envelope));
             } else {
                 break;
-            };
-            if !state.handle(next, drain_max) {
+            }
+        }
+        let inputs = batch.len();
+        // Stable: inputs of the same turn keep their order of arrival.
+        batch.sort_by_key(Input::turn);
+        for input in batch.drain(..) {
+            if !state.handle(input, drain_max) {
                 return;
             }
-            inputs += 1;
         }
+        state.batch = batch;
         state.core.tick(state.clock.now());
         let mut here = state.finish_round(inputs);
         // Executions of a round committed here, with nothing else executing: run them now,
@@ -313,6 +319,33 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
                 }
             }
             here = state.finish_round(count);
+        }
+    }
+}
+
+/// When an input of a round is handled: what peers sent first, then their pre-accepts in
+/// `t0` order, then local requests. Any order is correct (the network may reorder messages
+/// anyway, and the simulator delivers them in every order); this one makes fast-path
+/// commits more likely under contention. A replica proposes `t0` only if it witnessed no
+/// conflicting transaction above it, so within a round a lower `t0` is better handled
+/// before a higher one, and a local submission, whose `t0` the clock issues above
+/// everything the node witnessed, after the pre-accepts it would otherwise overtake.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+enum Turn {
+    Peers,
+    PreAccept(T0),
+    Local,
+}
+
+impl<E: Executor> Input<E> {
+    fn turn(&self) -> Turn {
+        match self {
+            Input::Envelope(Envelope {
+                message: Message::PreAccept(pre_accept),
+                ..
+            }) => Turn::PreAccept(pre_accept.t0),
+            Input::Envelope(_) | Input::Tick | Input::Closed => Turn::Peers,
+            Input::Command(_) => Turn::Local,
         }
     }
 }
