@@ -16,14 +16,23 @@ use crate::{Timestamp, T0};
 
 /// Appends the encoding of `t0s` to `out`.
 pub fn encode_t0s(t0s: &[T0], out: &mut Vec<u8>) {
+    out.reserve(t0s.len() * 3);
     let mut previous: u64 = 0;
     for t0 in t0s {
         // Wrapping difference, read back with a wrapping sum: exact for any two u64s.
         let delta = t0.0.time.wrapping_sub(previous) as i64;
-        write_varint(((delta << 1) ^ (delta >> 63)) as u64, out);
-        write_varint(u64::from(t0.0.counter), out);
-        write_varint(u64::from(t0.0.serial), out);
+        let zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
         previous = t0.0.time;
+        let (counter, serial) = (u64::from(t0.0.counter), u64::from(t0.0.serial));
+        // The common entry (same or next millisecond, small counter and serial): three
+        // one-byte varints.
+        if zigzag < 0x80 && counter < 0x80 && serial < 0x80 {
+            out.extend_from_slice(&[zigzag as u8, counter as u8, serial as u8]);
+            continue;
+        }
+        write_varint(zigzag, out);
+        write_varint(counter, out);
+        write_varint(serial, out);
     }
 }
 
@@ -36,6 +45,16 @@ pub fn decode_t0s(bytes: &[u8]) -> Result<Vec<T0>, String> {
     let mut at = 0;
     while at < bytes.len() {
         let entry = t0s.len();
+        // The common entry: three one-byte varints (see `encode_t0s`).
+        if let Some(&[zigzag, counter, serial]) = bytes.get(at..at + 3) {
+            if (zigzag | counter | serial) < 0x80 {
+                at += 3;
+                let delta = i64::from(zigzag >> 1) ^ -i64::from(zigzag & 1);
+                time = time.wrapping_add(delta as u64);
+                t0s.push(T0(Timestamp::new(time, counter.into(), serial.into())));
+                continue;
+            }
+        }
         let (Some(zigzag), Some(counter), Some(serial)) = (
             read_varint(bytes, &mut at),
             read_varint(bytes, &mut at),
@@ -130,6 +149,26 @@ mod tests {
             (any::<u64>(), any::<u32>(), any::<u16>()), 0..64,
         )) {
             let t0s: Vec<T0> = entries.into_iter().map(|(a, b, c)| t0(a, b, c)).collect();
+            let mut bytes = Vec::new();
+            encode_t0s(&t0s, &mut bytes);
+            prop_assert_eq!(decode_t0s(&bytes), Ok(t0s));
+        }
+
+        /// Values around the one-byte boundary, so one-byte entries (the fast path of both
+        /// directions) and longer ones mix, in sorted and unsorted lists.
+        #[test]
+        fn small_values_round_trip(
+            start in any::<u64>(),
+            steps in proptest::collection::vec((-200i64..200, 0u32..300, 0u16..300), 0..64),
+        ) {
+            let mut time = start;
+            let t0s: Vec<T0> = steps
+                .into_iter()
+                .map(|(step, counter, serial)| {
+                    time = time.wrapping_add(step as u64);
+                    t0(time, counter, serial)
+                })
+                .collect();
             let mut bytes = Vec::new();
             encode_t0s(&t0s, &mut bytes);
             prop_assert_eq!(decode_t0s(&bytes), Ok(t0s));
