@@ -18,7 +18,8 @@ def main():
     print(
         f"Machine: {machine['cpu_model']}, {machine['cores']} cores, "
         f"{machine['memory_mib'] // 1024} GiB, Linux {machine['kernel']}; "
-        f"commit `{machine['git_commit']}`; load average "
+        f"commit `{machine['git_commit']}`; allocator {machine.get('allocator', 'system')}; "
+        f"load average "
         f"{machine['load_average_at_start'][0]:.2f} at start, "
         f"{report['load_average_at_end'][0]:.2f} at end; "
         f"the run took {report['duration_s']:.0f} s.\n"

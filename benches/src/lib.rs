@@ -15,6 +15,14 @@
 //! This crate is a leaf: nothing in the workspace depends on it.
 #![deny(missing_docs)]
 
+/// The global allocator of the `synevi-bench` binary (its `main.rs` installs it), for the
+/// report: `mimalloc` by default, `system` with the `system-allocator` feature.
+#[cfg(all(feature = "mimalloc", not(feature = "system-allocator")))]
+pub const ALLOCATOR: &str = "mimalloc";
+/// The global allocator of the `synevi-bench` binary, for the report.
+#[cfg(not(all(feature = "mimalloc", not(feature = "system-allocator"))))]
+pub const ALLOCATOR: &str = "system";
+
 pub mod cluster;
 pub mod floor;
 pub mod long_run;

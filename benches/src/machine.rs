@@ -118,6 +118,9 @@ pub struct Machine {
     /// Whether the working tree had uncommitted changes (other engineers' work in progress,
     /// for example), if `git` could tell.
     pub git_dirty: Option<bool>,
+    /// The harness's global allocator: `mimalloc`, or `system` with the
+    /// `system-allocator` feature.
+    pub allocator: &'static str,
 }
 
 impl Machine {
@@ -172,6 +175,7 @@ impl Machine {
                     .map(|status| !status.is_empty()),
             },
             git_commit: commit_given.or_else(|| git(&["rev-parse", "--short=12", "HEAD"])),
+            allocator: crate::ALLOCATOR,
         }
     }
 }

@@ -3,6 +3,16 @@
 //!
 //! `cargo run --release -p synevi_benches -- --help`
 
+/// mimalloc, not the platform's allocator: under load a node allocates and frees many
+/// short-lived buffers of a few kilobytes (deps lists, encoded frames), which glibc's malloc
+/// serves from its slower bins; it was 18 % of all CPU with a hot key, and mimalloc made the
+/// same workloads about a quarter faster (docs/benchmarks.md). An application embedding
+/// synevi chooses its own allocator; `--features system-allocator` measures with the
+/// platform's.
+#[cfg(all(feature = "mimalloc", not(feature = "system-allocator")))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -62,11 +62,13 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "machine: {}, {} cores, {} MiB, Linux {}; load average {} at start, {} at end",
+            "machine: {}, {} cores, {} MiB, Linux {}; allocator {}; load average {} at start, \
+             {} at end",
             machine.cpu_model,
             machine.cores,
             machine.memory_mib,
             machine.kernel,
+            machine.allocator,
             load(machine.load_average_at_start),
             load(self.load_average_at_end),
         );
