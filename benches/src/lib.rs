@@ -16,12 +16,12 @@
 #![deny(missing_docs)]
 
 /// The global allocator of the `synevi-bench` binary (its `main.rs` installs it), for the
-/// report: `mimalloc` by default, `system` with the `system-allocator` feature.
-#[cfg(all(feature = "mimalloc", not(feature = "system-allocator")))]
-pub const ALLOCATOR: &str = "mimalloc";
-/// The global allocator of the `synevi-bench` binary, for the report.
-#[cfg(not(all(feature = "mimalloc", not(feature = "system-allocator"))))]
-pub const ALLOCATOR: &str = "system";
+/// report: `mimalloc` by default, `system` with `--no-default-features`.
+pub const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system"
+};
 
 pub mod cluster;
 pub mod floor;

@@ -118,8 +118,8 @@ pub struct Machine {
     /// Whether the working tree had uncommitted changes (other engineers' work in progress,
     /// for example), if `git` could tell.
     pub git_dirty: Option<bool>,
-    /// The harness's global allocator: `mimalloc`, or `system` with the
-    /// `system-allocator` feature.
+    /// The harness's global allocator: `mimalloc`, or `system` without the default
+    /// features.
     pub allocator: &'static str,
 }
 

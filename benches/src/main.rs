@@ -7,9 +7,8 @@
 /// short-lived buffers of a few kilobytes (deps lists, encoded frames), which glibc's malloc
 /// serves from its slower bins; it was 18 % of all CPU with a hot key, and mimalloc made the
 /// same workloads about a quarter faster (docs/benchmarks.md). An application embedding
-/// synevi chooses its own allocator; `--features system-allocator` measures with the
-/// platform's.
-#[cfg(all(feature = "mimalloc", not(feature = "system-allocator")))]
+/// synevi chooses its own allocator; `--no-default-features` measures with the platform's.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

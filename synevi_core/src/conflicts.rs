@@ -74,6 +74,10 @@ impl Entry {
         sorted_remove(&mut self.active, t0) | sorted_remove(&mut self.stable, t0)
     }
 
+    fn contains(&self, t0: &T0) -> bool {
+        self.active.binary_search(t0).is_ok() || self.stable.binary_search(t0).is_ok()
+    }
+
     /// Removes every element of the sorted `gone`.
     fn remove_all(&mut self, gone: &[T0]) {
         remove_sorted(&mut self.active, gone);
@@ -195,15 +199,22 @@ impl ConflictIndex {
             }
             Keys::Set(keys) => {
                 for key in keys {
-                    if let Some(entry) = self.by_key.get_mut(key) {
-                        entry.members.remove(&t0);
-                        if entry.members.is_empty() {
-                            self.pruned_max = self.pruned_max.max(entry.max);
-                            self.by_key.remove(key);
-                        }
-                    }
+                    self.remove_from_key(key, &[t0]);
                 }
             }
+        }
+    }
+
+    /// Removes the sorted `gone` from `key`'s entry, and the entry once it is empty (its
+    /// maximum then counts for every key, see `pruned_max`).
+    fn remove_from_key(&mut self, key: &Key, gone: &[T0]) {
+        let Some(entry) = self.by_key.get_mut(key) else {
+            return;
+        };
+        entry.members.remove_all(gone);
+        if entry.members.is_empty() {
+            self.pruned_max = self.pruned_max.max(entry.max);
+            self.by_key.remove(key);
         }
     }
 
@@ -212,6 +223,12 @@ impl ConflictIndex {
     /// oldest, and removing those one by one from the front of a long sorted list (every
     /// transaction's, or a hot key's) moved the rest of it each time.
     pub fn remove_all(&mut self, removed: &[(T0, &Keys)]) {
+        // As `remove`, a transaction the index does not hold changes nothing.
+        let removed: Vec<(T0, &Keys)> = removed
+            .iter()
+            .copied()
+            .filter(|(t0, _)| self.every.contains(t0))
+            .collect();
         let mut gone: Vec<T0> = removed.iter().map(|(t0, _)| *t0).collect();
         gone.sort_unstable();
         self.every.remove_all(&gone);
@@ -225,25 +242,22 @@ impl ConflictIndex {
         gone.sort_unstable();
         self.all_keys.remove_all(&gone);
         let mut per_key: Vec<(&Key, T0)> = Vec::new();
-        for (t0, keys) in removed {
+        for (t0, keys) in &removed {
             if let Keys::Set(keys) = keys {
                 per_key.extend(keys.iter().map(|key| (key, *t0)));
             }
         }
         per_key.sort_unstable();
         for run in per_key.chunk_by(|a, b| a.0 == b.0) {
-            let key = run[0].0;
-            let Some(entry) = self.by_key.get_mut(key) else {
-                continue;
-            };
             gone.clear();
             gone.extend(run.iter().map(|(_, t0)| *t0));
-            entry.members.remove_all(&gone);
-            if entry.members.is_empty() {
-                self.pruned_max = self.pruned_max.max(entry.max);
-                self.by_key.remove(key);
-            }
+            self.remove_from_key(run[0].0, &gone);
         }
+    }
+
+    /// Whether the index holds `t0` (active or stable).
+    pub fn contains(&self, t0: T0) -> bool {
+        self.every.contains(&t0)
     }
 
     /// The highest timestamp witnessed among transactions that conflict with `keys`.
@@ -418,6 +432,7 @@ mod tests {
         #[test]
         fn remove_all_is_remove_one_by_one(
             txs in proptest::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 0..40),
+            unindexed in proptest::collection::vec(0usize..40, 0..4),
         ) {
             let mut batch = ConflictIndex::default();
             let mut single = ConflictIndex::default();
@@ -427,7 +442,12 @@ mod tests {
                 .map(|(i, (keys, stable, gone))| (T0(ts(i as u64 + 1)), keys_of(keys), stable, gone))
                 .collect();
             for index in [&mut batch, &mut single] {
-                for (t0, keys, stable, _) in &txs {
+                for (i, (t0, keys, stable, _)) in txs.iter().enumerate() {
+                    // Some are only witnessed (their removal must change nothing).
+                    if unindexed.contains(&i) {
+                        index.witness(keys, t0.0);
+                        continue;
+                    }
                     index.insert(*t0, keys);
                     index.witness(keys, t0.0);
                     if *stable {

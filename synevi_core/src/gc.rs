@@ -307,6 +307,10 @@ impl Core {
         if self.txs.remove(&t0).is_none() {
             return;
         }
+        debug_assert!(
+            !self.conflicts.contains(t0),
+            "{t0:?} forgotten while still in the conflict index"
+        );
         debug_assert!(!self.execution.is_pending(t0));
         self.execution.forget(t0);
         self.gc.applied_everywhere.remove(&t0);
