@@ -139,6 +139,12 @@ impl Core {
         // make it issue a `t0` below a floor already announced (found by the simulator).
         self.clock.witness(Timestamp::new(self.now.wall_ms, 0, 0));
         let issue_floor = self.clock.high().successor(0);
+        // The own floor claims every transaction this node coordinated below it is applied
+        // everywhere. That relies on this node knowing every transaction it coordinated that
+        // any node holds: its PreAccepts leave only after the round that recorded the
+        // transaction is durable (`Ready`), so a crash never loses one that peers have. (Sending
+        // them first, the simulator found a restarted node raising its floor past a lost
+        // transaction that another node held only accepted.)
         let mut own_floor = T0(issue_floor);
         let mut decided_floor = issue_floor;
         for (t0, state) in &self.txs {
