@@ -28,6 +28,14 @@ const ROUNDS_PER_COMMIT_MAX: usize = 256;
 /// of their throughput).
 const INLINE_ROUND_INPUTS_MAX: usize = 4;
 
+/// How long the persister of a store that syncs may hold rounds that nothing waits for
+/// ([`Round::may_wait`]) before it commits them, hoping for a round that something does wait
+/// for: they then share its sync. With one client and LMDB, a replica's commit round (it
+/// sends nothing) and the rounds of bookkeeping that follow each transaction otherwise cost
+/// a sync each, and the syncs of all nodes queue on the disk. Under load every batch holds a
+/// round that is waited for, and nothing waits.
+const LAZY_COMMIT_MS: u64 = 5;
+
 /// Requests to the core task.
 pub(crate) enum Command<E: Executor> {
     Submit {
@@ -58,6 +66,20 @@ struct Round<E: Executor> {
     persist: WriteBatch,
     messages: Vec<Envelope>,
     jobs: Vec<Job<E>>,
+}
+
+impl<E: Executor> Round<E> {
+    /// Whether nothing waits for this round's commit: it releases no executions, and sends
+    /// only `Applied` acknowledgements and `Forget` announcements, which let nodes forget
+    /// what every member applied and are on nobody's path (a home node re-sends a decision
+    /// only after `4 * retransmit_interval_ms` without an acknowledgement). Committing it
+    /// later delays only those; what it persists still becomes durable before they leave.
+    fn may_wait(&self) -> bool {
+        self.jobs.is_empty()
+            && self.messages.iter().all(|envelope| {
+                matches!(envelope.message, Message::Applied(_) | Message::Forget(_))
+            })
+    }
 }
 
 /// An execution, with the local client waiting for it, if any.
@@ -179,7 +201,17 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         jobs: jobs.clone(),
     };
     let persister = tokio::task::spawn_blocking(move || {
-        persist_loop(rounds_receiver, &*store, &*network, jobs, &queued, &holding)
+        // A store that commits inline does not sync: holding rounds back saves nothing.
+        let hold = (!store.commits_inline()).then_some(Duration::from_millis(LAZY_COMMIT_MS));
+        persist_loop(
+            rounds_receiver,
+            &*store,
+            &*network,
+            jobs,
+            &queued,
+            &holding,
+            hold,
+        )
     });
     let runner = Arc::new(Runner {
         executor: workers.executor,
@@ -470,6 +502,7 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
     jobs: mpsc::UnboundedSender<Job<E>>,
     queued: &AtomicUsize,
     holding: &AtomicUsize,
+    hold: Option<Duration>,
 ) {
     while let Ok(first) = rounds.recv() {
         let mut batch = vec![first];
@@ -477,6 +510,25 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
             match rounds.try_recv() {
                 Ok(round) => batch.push(round),
                 Err(_) => break,
+            }
+        }
+        // Nothing waits for these rounds: wait a little for one that something waits for,
+        // and commit them all with it (see `LAZY_COMMIT_MS`).
+        if let Some(hold) = hold.filter(|_| batch.iter().all(Round::may_wait)) {
+            let deadline = std::time::Instant::now() + hold;
+            while batch.len() < ROUNDS_PER_COMMIT_MAX {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match rounds.recv_timeout(left) {
+                    Ok(round) => {
+                        let waited_for = !round.may_wait();
+                        batch.push(round);
+                        if waited_for {
+                            break;
+                        }
+                    }
+                    // Out of time, or the core is gone (shutting down): commit what is here.
+                    Err(_) => break,
+                }
             }
         }
         let count = batch.len();
@@ -655,5 +707,87 @@ pub(crate) async fn replay_events<S: Store, E: Executor>(
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synevi_types::{Applied, Deps, Forget, PreAcceptOk, Timestamp, T};
+
+    #[derive(Clone, Debug, serde::Serialize)]
+    struct Nothing;
+
+    impl synevi_types::Transaction for Nothing {
+        type TxOk = ();
+        type TxErr = ();
+
+        fn as_bytes(&self) -> Vec<u8> {
+            Vec::new()
+        }
+
+        fn from_bytes(_: Vec<u8>) -> Result<Self, SyneviError> {
+            Ok(Nothing)
+        }
+    }
+
+    struct Ignore;
+
+    #[async_trait::async_trait]
+    impl Executor for Ignore {
+        type Tx = Nothing;
+
+        async fn execute(&self, _: Nothing) -> SyneviResult<Self> {
+            Ok(Ok(()))
+        }
+    }
+
+    fn t0(n: u64) -> T0 {
+        T0(Timestamp::new(n, 0, 1))
+    }
+
+    fn round(messages: Vec<Message>, executions: usize) -> Round<Ignore> {
+        Round {
+            persist: WriteBatch::default(),
+            messages: messages
+                .into_iter()
+                .map(|message| Envelope {
+                    from: 1,
+                    to: 2,
+                    message,
+                })
+                .collect(),
+            jobs: (0..executions)
+                .map(|n| Job {
+                    execution: crate::Execution {
+                        t0: t0(n as u64),
+                        t: T(t0(n as u64).0),
+                        id: 0,
+                        payload: Bytes::new(),
+                    },
+                    reply: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_rounds_nothing_waits_for_may_wait() {
+        let applied = Message::Applied(Applied { t0s: vec![t0(1)] });
+        let forget = Message::Forget(Forget {
+            floor: t0(1),
+            t0s: vec![],
+            decided_floor: Timestamp::ZERO,
+        });
+        let answer = Message::PreAcceptOk(PreAcceptOk {
+            t0: t0(2),
+            t: T(t0(2).0),
+            deps: Deps::new(),
+        });
+        assert!(round(vec![], 0).may_wait(), "a replica's commit round");
+        assert!(round(vec![applied.clone(), forget.clone()], 0).may_wait());
+        assert!(!round(vec![applied.clone(), answer], 0).may_wait());
+        assert!(!round(vec![forget], 1).may_wait(), "executions wait for it");
+        assert!(!round(vec![], 1).may_wait());
     }
 }
