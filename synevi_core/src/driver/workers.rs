@@ -72,8 +72,9 @@ impl<E: Executor> Round<E> {
     /// Whether nothing waits for this round's commit: it releases no executions, and sends
     /// only `Applied` acknowledgements and `Forget` announcements, which let nodes forget
     /// what every member applied and are on nobody's path (a home node re-sends a decision
-    /// only after `4 * retransmit_interval_ms` without an acknowledgement). Committing it
-    /// later delays only those; what it persists still becomes durable before they leave.
+    /// only after `4 * retransmit_interval_ms` without an acknowledgement; an announcement
+    /// that comes later only lets peers drop stable deps later). Committing it later delays
+    /// only those; what it persists still becomes durable before they leave.
     fn may_wait(&self) -> bool {
         self.jobs.is_empty()
             && self.messages.iter().all(|envelope| {
@@ -201,17 +202,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         jobs: jobs.clone(),
     };
     let persister = tokio::task::spawn_blocking(move || {
-        // A store that commits inline does not sync: holding rounds back saves nothing.
-        let hold = (!store.commits_inline()).then_some(Duration::from_millis(LAZY_COMMIT_MS));
-        persist_loop(
-            rounds_receiver,
-            &*store,
-            &*network,
-            jobs,
-            &queued,
-            &holding,
-            hold,
-        )
+        persist_loop(rounds_receiver, &*store, &*network, jobs, &queued, &holding)
     });
     let runner = Arc::new(Runner {
         executor: workers.executor,
@@ -502,8 +493,9 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
     jobs: mpsc::UnboundedSender<Job<E>>,
     queued: &AtomicUsize,
     holding: &AtomicUsize,
-    hold: Option<Duration>,
 ) {
+    // A store that commits inline does not sync: holding rounds back would save nothing.
+    let hold = (!store.commits_inline()).then_some(Duration::from_millis(LAZY_COMMIT_MS));
     while let Ok(first) = rounds.recv() {
         let mut batch = vec![first];
         while batch.len() < ROUNDS_PER_COMMIT_MAX {
@@ -713,7 +705,7 @@ pub(crate) async fn replay_events<S: Store, E: Executor>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synevi_types::{Applied, Deps, Forget, PreAcceptOk, Timestamp, T};
+    use synevi_types::{Applied, Deps, Forget, PreAcceptOk, Timestamp};
 
     #[derive(Clone, Debug, serde::Serialize)]
     struct Nothing;
@@ -761,7 +753,7 @@ mod tests {
                 .map(|n| Job {
                     execution: crate::Execution {
                         t0: t0(n as u64),
-                        t: T(t0(n as u64).0),
+                        t: t0(n as u64).as_t(),
                         id: 0,
                         payload: Bytes::new(),
                     },
@@ -781,7 +773,7 @@ mod tests {
         });
         let answer = Message::PreAcceptOk(PreAcceptOk {
             t0: t0(2),
-            t: T(t0(2).0),
+            t: t0(2).as_t(),
             deps: Deps::new(),
         });
         assert!(round(vec![], 0).may_wait(), "a replica's commit round");
