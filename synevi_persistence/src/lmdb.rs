@@ -7,9 +7,9 @@ mod open;
 mod tests;
 
 use std::fmt;
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use heed::{Env, MdbError, PutFlags, RoTxn, WithoutTls};
 use synevi_types::{
@@ -18,7 +18,7 @@ use synevi_types::{
 
 use crate::mem::validate_batch;
 use codec::{
-    decode_forgotten, decode_seq, decode_serial, decode_t0, decode_value, encode_value,
+    append_value, decode_forgotten, decode_seq, decode_serial, decode_t0, decode_value,
     forgotten_key_under, seq_key, serial_key, t0_key, KEY_NODE_META,
 };
 use config::Validated;
@@ -59,6 +59,8 @@ pub struct LmdbStore {
     /// Taken shared by every transaction, exclusively to grow the map: LMDB allows
     /// `mdb_env_set_mapsize` only while the process has no transaction open.
     gate: RwLock<()>,
+    /// The buffer the last batch was encoded into, kept for the next (see `keep_scratch`).
+    scratch: Mutex<Vec<u8>>,
 }
 
 impl fmt::Debug for LmdbStore {
@@ -79,6 +81,9 @@ const COMMIT_RETRIES_MAX: usize = 1;
 /// alignment), used to estimate how much a batch needs when the map grows.
 const ENTRY_OVERHEAD_BYTES: usize = 64;
 
+/// The largest encoding buffer kept from one batch for the next (see `keep_scratch`).
+const SCRATCH_KEPT_MAX: usize = 1 << 20;
+
 /// Why one attempt at a commit failed: the one failure that growing the map cures, or any
 /// other (which is final).
 enum CommitFailure {
@@ -89,9 +94,13 @@ enum CommitFailure {
 /// A batch's values, encoded once before the write transaction starts so that the writer
 /// lock is held only for the B-tree updates, and a retry does not encode again.
 struct EncodedBatch {
-    transactions: Vec<([u8; 16], Vec<u8>)>,
-    events: Vec<([u8; 8], Vec<u8>)>,
-    meta: Option<Vec<u8>>,
+    /// Every encoded value of the batch, one after the other.
+    values: Vec<u8>,
+    /// Transaction records: key, and where the value lies in `values`.
+    transactions: Vec<([u8; 16], Range<usize>)>,
+    /// Events: key, and where the value lies in `values`.
+    events: Vec<([u8; 8], Range<usize>)>,
+    meta: Option<Range<usize>>,
     /// Bytes of keys and values, for the growth estimate and error messages.
     bytes: usize,
     /// Entries the batch writes or deletes.
@@ -126,6 +135,7 @@ impl LmdbStore {
             env,
             tables,
             gate: RwLock::new(()),
+            scratch: Mutex::new(Vec::new()),
         })
     }
 
@@ -215,11 +225,16 @@ impl LmdbStore {
         let encoding = |what: &str, reason: String| {
             SyneviError::Store(format!("cannot encode {what} for the LMDB store: {reason}"))
         };
+        // The last batch's buffer, with room for a guess at the size (a record without deps
+        // and payload takes about 60 bytes); it grows if that is short.
+        let mut values =
+            std::mem::take(&mut *self.scratch.lock().unwrap_or_else(PoisonError::into_inner));
+        values.reserve((batch.transactions.len() + batch.events.len()) * 96 + 64);
         let transactions = batch
             .transactions
             .iter()
             .map(|record| {
-                encode_value(record)
+                append_value(&mut values, record)
                     .map(|value| (t0_key(record.t0), value))
                     .map_err(|reason| encoding("a transaction record", reason))
             })
@@ -228,7 +243,7 @@ impl LmdbStore {
             .events
             .iter()
             .map(|event| {
-                encode_value(event)
+                append_value(&mut values, event)
                     .map(|value| (seq_key(event.seq), value))
                     .map_err(|reason| encoding("an event", reason))
             })
@@ -236,14 +251,14 @@ impl LmdbStore {
         let meta = batch
             .meta
             .as_ref()
-            .map(|meta| encode_value(meta).map_err(|reason| encoding("the node metadata", reason)))
+            .map(|meta| {
+                append_value(&mut values, meta)
+                    .map_err(|reason| encoding("the node metadata", reason))
+            })
             .transpose()?;
-        let bytes = transactions
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
-            + events.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            + meta.as_ref().map_or(0, Vec::len)
+        let bytes = values.len()
+            + transactions.len() * 16
+            + events.len() * 8
             + batch.forget.len() * (16 + 18)
             + batch.floors.len() * (2 + 16);
         let entries = transactions.len()
@@ -254,12 +269,53 @@ impl LmdbStore {
         debug_assert_eq!(transactions.len(), batch.transactions.len());
         debug_assert_eq!(events.len(), batch.events.len());
         Ok(EncodedBatch {
+            values,
             transactions,
             events,
             meta,
             bytes,
             entries,
         })
+    }
+
+    /// Commits an encoded batch, growing the map and retrying when it is full.
+    fn commit_encoded(
+        &self,
+        batch: &WriteBatch,
+        encoded: &EncodedBatch,
+    ) -> Result<(), SyneviError> {
+        let mut retries = 0;
+        loop {
+            match self.try_commit(batch, encoded) {
+                Ok(()) => return Ok(()),
+                Err(CommitFailure::Failed(error)) => return Err(error),
+                Err(CommitFailure::MapFull) if retries >= COMMIT_RETRIES_MAX => {
+                    return Err(self.full(encoded, self.map_size()));
+                }
+                Err(CommitFailure::MapFull) => {
+                    retries += 1;
+                    // Copy-on-write: a transaction writes new copies of the pages it changes
+                    // and frees the old ones only after it commits, so ask for twice the
+                    // batch, plus room for the branch pages above the leaves.
+                    let needed = encoded
+                        .entries
+                        .saturating_mul(ENTRY_OVERHEAD_BYTES)
+                        .saturating_add(encoded.bytes)
+                        .saturating_mul(2)
+                        .saturating_add(64 * self.config.page);
+                    self.grow(needed, encoded)?;
+                }
+            }
+        }
+    }
+
+    /// Keeps an encoding buffer for the next batch, unless an unusually large batch grew it:
+    /// the next batch reuses memory already mapped instead of touching fresh pages.
+    fn keep_scratch(&self, mut values: Vec<u8>) {
+        if values.capacity() <= SCRATCH_KEPT_MAX {
+            values.clear();
+            *self.scratch.lock().unwrap_or_else(PoisonError::into_inner) = values;
+        }
     }
 
     /// One attempt: the whole batch in one write transaction, validated first, synced by the
@@ -277,7 +333,7 @@ impl LmdbStore {
         for (key, value) in &encoded.transactions {
             tables
                 .transactions
-                .put(&mut wtxn, key, value)
+                .put(&mut wtxn, key, &encoded.values[value.clone()])
                 .map_err(|error| self.failure("writing a transaction record", error))?;
         }
         for &t0 in &batch.forget {
@@ -321,13 +377,18 @@ impl LmdbStore {
             // and LMDB may append without searching.
             tables
                 .events
-                .put_with_flags(&mut wtxn, PutFlags::APPEND, key, value)
+                .put_with_flags(
+                    &mut wtxn,
+                    PutFlags::APPEND,
+                    key,
+                    &encoded.values[value.clone()],
+                )
                 .map_err(|error| self.failure("appending an event", error))?;
         }
         if let Some(meta) = &encoded.meta {
             tables
                 .meta
-                .put(&mut wtxn, KEY_NODE_META, meta)
+                .put(&mut wtxn, KEY_NODE_META, &encoded.values[meta.clone()])
                 .map_err(|error| self.failure("writing the node metadata", error))?;
         }
         wtxn.commit()
@@ -451,29 +512,9 @@ impl Store for LmdbStore {
             return Ok(());
         }
         let encoded = self.encode(batch)?;
-        let mut retries = 0;
-        loop {
-            match self.try_commit(batch, &encoded) {
-                Ok(()) => return Ok(()),
-                Err(CommitFailure::Failed(error)) => return Err(error),
-                Err(CommitFailure::MapFull) if retries >= COMMIT_RETRIES_MAX => {
-                    return Err(self.full(&encoded, self.map_size()));
-                }
-                Err(CommitFailure::MapFull) => {
-                    retries += 1;
-                    // Copy-on-write: a transaction writes new copies of the pages it changes
-                    // and frees the old ones only after it commits, so ask for twice the
-                    // batch, plus room for the branch pages above the leaves.
-                    let needed = encoded
-                        .entries
-                        .saturating_mul(ENTRY_OVERHEAD_BYTES)
-                        .saturating_add(encoded.bytes)
-                        .saturating_mul(2)
-                        .saturating_add(64 * self.config.page);
-                    self.grow(needed, &encoded)?;
-                }
-            }
-        }
+        let committed = self.commit_encoded(batch, &encoded);
+        self.keep_scratch(encoded.values);
+        committed
     }
 
     fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, SyneviError> {

@@ -8,7 +8,7 @@ use heed::{Database, EnvOpenOptions};
 use synevi_types::{Bytes, Event, Status, Store, SyneviError, WriteBatch};
 use tempfile::TempDir;
 
-use super::codec::{table, FormatRecord, KEY_FORMAT};
+use super::codec::{encode_value, table, FormatRecord, KEY_FORMAT};
 use super::*;
 use crate::conformance::{event, meta, record, status, t0, Harness, SERIAL};
 use crate::MemStore;
