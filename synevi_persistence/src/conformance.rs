@@ -134,7 +134,8 @@ pub fn empty_store_loads_nothing<H: Harness>(harness: &mut H) {
     assert!(all_events(&store).is_empty());
 }
 
-/// Records are keyed by `t0`, replaced whole, returned in `t0` order, and survive a reopen.
+/// Records are keyed by `t0`, replaced whole (within a batch too: the last one wins), returned
+/// in `t0` order, and survive a reopen.
 pub fn upsert_replaces_and_survives_reopen<H: Harness>(harness: &mut H) {
     let store = harness.fresh();
     let (a, b) = (t0(20, 1), t0(10, 2));
@@ -166,6 +167,24 @@ pub fn upsert_replaces_and_survives_reopen<H: Harness>(harness: &mut H) {
         ]
     );
     assert_eq!(loaded.meta, Some(meta(0)));
+    // Within one batch, a later record of the same transaction replaces an earlier one.
+    commit(
+        &store,
+        WriteBatch {
+            transactions: vec![
+                record(b, Status::Committed, 4),
+                record(a, Status::Applied, 5),
+                record(b, Status::Applied, 6),
+                record(a, Status::Applied, 7),
+            ],
+            ..WriteBatch::default()
+        },
+    );
+    let store = harness.reopen(store);
+    assert_eq!(
+        store.load().expect("loads").transactions,
+        vec![record(b, Status::Applied, 6), record(a, Status::Applied, 7)]
+    );
 }
 
 /// Forgetting deletes the record and remembers the id; a coordinator's floor drops the

@@ -6,6 +6,7 @@ mod open;
 #[cfg(test)]
 mod tests;
 
+use std::cmp::Reverse;
 use std::fmt;
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
@@ -230,9 +231,16 @@ impl LmdbStore {
         let mut values =
             std::mem::take(&mut *self.scratch.lock().unwrap_or_else(PoisonError::into_inner));
         values.reserve((batch.transactions.len() + batch.events.len()) * 96 + 64);
-        let transactions = batch
-            .transactions
-            .iter()
+        // A group commit joins rounds, and a quarter of its records (3 nodes, 256 clients)
+        // are transactions that changed again in a later round: only the last record of each
+        // needs writing, as puts of one key overwrite each other. In key order, which also
+        // keeps the B-tree's page visits in order.
+        let mut order: Vec<usize> = (0..batch.transactions.len()).collect();
+        order.sort_unstable_by_key(|&i| (batch.transactions[i].t0, Reverse(i)));
+        order.dedup_by_key(|i| batch.transactions[*i].t0);
+        let transactions = order
+            .into_iter()
+            .map(|i| &batch.transactions[i])
             .map(|record| {
                 append_value(&mut values, record)
                     .map(|value| (t0_key(record.t0), value))
@@ -266,7 +274,6 @@ impl LmdbStore {
             + usize::from(meta.is_some())
             + batch.forget.len() * 2
             + batch.floors.len();
-        debug_assert_eq!(transactions.len(), batch.transactions.len());
         debug_assert_eq!(events.len(), batch.events.len());
         Ok(EncodedBatch {
             values,
