@@ -35,6 +35,13 @@ pub struct Config {
     /// own durable state; those must tolerate executing a transaction again after a crash
     /// (see [`synevi_types::Executor`]).
     pub replay_events_on_start: bool,
+    /// How long a replica holds back a PreAccept that meets contention (a conflicting
+    /// transaction still undecided here), so that PreAccepts with a lower `t0` arriving
+    /// meanwhile are handled first: a replica votes `t = t0` only if it witnessed nothing
+    /// conflicting above `t0`, so handling them in `t0` order lets more of them take the fast
+    /// path. Costs contended transactions up to this much latency, others nothing. `0` turns
+    /// it off.
+    pub pre_accept_window_ms: u64,
 }
 
 impl Default for Config {
@@ -49,6 +56,7 @@ impl Default for Config {
             batch_inputs_max: 1_024,
             payload_bytes_max: 2 * 1024 * 1024,
             replay_events_on_start: true,
+            pre_accept_window_ms: 2,
         }
     }
 }

@@ -108,6 +108,8 @@ impl Entry {
 struct KeyEntry {
     members: Entry,
     max: Timestamp,
+    /// When PreAccepts on this key last arrived out of `t0` order (`note_reorder`).
+    reordered_ms: Option<u64>,
 }
 
 /// Per-key and all-keys indexes of the transactions a replica knows.
@@ -127,6 +129,10 @@ pub struct ConflictIndex {
     /// Counting it for every key keeps the index small at the price of a few slow paths
     /// right after a key went quiet.
     pruned_max: Timestamp,
+    /// When PreAccepts of [`Keys::All`] transactions last arrived out of `t0` order.
+    all_keys_reordered_ms: Option<u64>,
+    /// When PreAccepts of any transactions last arrived out of `t0` order.
+    any_reordered_ms: Option<u64>,
 }
 
 impl ConflictIndex {
@@ -169,6 +175,35 @@ impl ConflictIndex {
                     let entry = self.by_key.entry(key.clone()).or_default();
                     entry.max = entry.max.max(timestamp);
                 }
+            }
+        }
+    }
+
+    /// A transaction on `keys` met a conflicting timestamp above its `t0` at `now_ms`:
+    /// PreAccepts on these keys arrive out of `t0` order.
+    pub fn note_reorder(&mut self, keys: &Keys, now_ms: u64) {
+        match keys {
+            Keys::All => self.all_keys_reordered_ms = Some(now_ms),
+            Keys::Set(keys) => {
+                for key in keys {
+                    self.by_key.entry(key.clone()).or_default().reordered_ms = Some(now_ms);
+                }
+            }
+        }
+        self.any_reordered_ms = Some(now_ms);
+    }
+
+    /// Whether PreAccepts of transactions conflicting with `keys` arrived out of `t0` order
+    /// at `since_ms` or later.
+    pub fn reordered_since(&self, keys: &Keys, since_ms: u64) -> bool {
+        let recent = |at: Option<u64>| at.is_some_and(|at| at >= since_ms);
+        match keys {
+            Keys::All => recent(self.any_reordered_ms),
+            Keys::Set(keys) => {
+                recent(self.all_keys_reordered_ms)
+                    || keys
+                        .iter()
+                        .any(|key| recent(self.by_key.get(key).and_then(|e| e.reordered_ms)))
             }
         }
     }

@@ -90,7 +90,17 @@ pub struct Core {
     pending_acks: BTreeMap<Serial, Vec<T0>>,
     /// When the oldest held acknowledgement or announcement must go out.
     held_due_ms: Option<u64>,
+    /// PreAccepts held back under contention, by `t0` (see `Config::pre_accept_window_ms`).
+    pub(crate) held_pre_accepts: BTreeMap<T0, HeldPreAccept>,
     rng: u64,
+}
+
+/// A PreAccept a replica holds back until `due_ms` (`replica.rs`, `hold_or_pre_accept`).
+#[derive(Debug)]
+pub(crate) struct HeldPreAccept {
+    pub(crate) from: Serial,
+    pub(crate) message: synevi_types::PreAccept,
+    pub(crate) due_ms: u64,
 }
 
 /// How long `Applied` acknowledgements and "applied everywhere" announcements may wait for
@@ -183,6 +193,7 @@ impl Core {
             meta_dirty: false,
             pending_acks: BTreeMap::new(),
             held_due_ms: None,
+            held_pre_accepts: BTreeMap::new(),
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
         };
         let mut committed = Vec::new();
@@ -346,6 +357,7 @@ impl Core {
     /// Time passed: fires due timers.
     pub fn tick(&mut self, now: Now) {
         self.advance(now);
+        self.release_held_pre_accepts();
         while let Some(&(due, t0, timer)) = self.timers.first() {
             if due > now.monotonic_ms {
                 break;
@@ -484,6 +496,7 @@ impl Core {
             self.timers.first().map(|(due, _, _)| *due),
             self.gc.next_deadline(),
             self.held_due_ms,
+            self.held_pre_accepts.values().map(|held| held.due_ms).min(),
         ]
         .into_iter()
         .flatten()
@@ -538,7 +551,7 @@ impl Core {
         }
     }
 
-    fn flush_local(&mut self) {
+    pub(crate) fn flush_local(&mut self) {
         while let Some(message) = self.local.pop_front() {
             self.dispatch(self.serial, message);
         }
@@ -546,7 +559,7 @@ impl Core {
 
     fn dispatch(&mut self, from: Serial, message: Message) {
         match message {
-            Message::PreAccept(m) => self.on_pre_accept(from, m),
+            Message::PreAccept(m) => self.hold_or_pre_accept(from, m),
             Message::PreAcceptOk(m) => self.on_pre_accept_ok(from, m),
             Message::Accept(m) => self.on_accept(from, m),
             Message::AcceptOk(m) => self.on_accept_ok(from, m),

@@ -7,7 +7,12 @@ use synevi_types::{
     Status, SyneviError, TxBody, T, T0,
 };
 
-use crate::core::{Core, TxState};
+use crate::core::{Core, HeldPreAccept, TxState};
+
+/// How long after PreAccepts on a key arrived out of `t0` order a replica holds the next
+/// ones on that key back (`Config::pre_accept_window_ms`). Reorderings come with contention,
+/// and contention comes in stretches; a key without any for this long is handled at once.
+pub(crate) const REORDER_MEMORY_MS: u64 = 1_000;
 
 impl Core {
     /// Makes sure the replica holds a state for `t0`, learning `body` if it is new. Returns
@@ -52,12 +57,35 @@ impl Core {
     /// conflicting timestamp; deps are the conflicting transactions with a lower `t0`.
     fn pre_accept_locally(&mut self, t0: T0) -> Option<(T, Deps)> {
         let keys = self.txs.get(&t0)?.keys()?.clone();
-        let max = self.conflicts.max_conflicting(&keys);
+        // This node's own held transactions count as witnessed at their `t0`, which its clock
+        // issued: they are in the index but vote only when released, and a `t` proposed
+        // meanwhile as `max.successor(own serial)` could otherwise equal one of them (found
+        // by the simulator, seed 9993781: two conflicting transactions committed at one `t`).
+        let own_held = self
+            .held_pre_accepts
+            .iter()
+            .filter(|(held, entry)| {
+                **held != t0
+                    && entry.from == self.serial
+                    && entry.message.body.keys.conflicts_with(&keys)
+            })
+            .map(|(held, _)| held.0)
+            .max();
+        let max = self
+            .conflicts
+            .max_conflicting(&keys)
+            .max(own_held.unwrap_or_default());
         let t = if t0.0 > max {
             t0.as_t()
         } else {
             T(max.successor(self.serial))
         };
+        if t != t0.as_t() {
+            // A conflicting transaction above `t0` was handled first: PreAccepts on these
+            // keys arrive out of `t0` order, so hold the next ones back (`hold_or_pre_accept`).
+            let now = self.now_ms();
+            self.conflicts.note_reorder(&keys, now);
+        }
         let deps = self.conflicts.deps(&keys, t0.0, t0);
         // Later conflicting transactions must be ordered after this one, and this node's
         // clock must never issue `t` as a `t0` of its own.
@@ -70,6 +98,67 @@ impl Core {
         state.record.deps = deps.clone();
         self.mark_dirty(t0);
         Some((t, deps))
+    }
+
+    /// A PreAccept arrived (from a peer, or from this node as coordinator). If PreAccepts on
+    /// its keys arrived here out of `t0` order in the last [`REORDER_MEMORY_MS`] (this replica
+    /// then voted against someone's fast path), and the transaction is new to this replica,
+    /// it is held back for
+    /// `Config::pre_accept_window_ms` and then handled together with every held one with a
+    /// lower `t0`, lowest first ([`Core::release_held_pre_accepts`]): a PreAccept with a lower
+    /// `t0` that arrives meanwhile is handled before it and can still get `t = t0`. Holding is
+    /// a delay, which the network may impose on any message, so it cannot change what is
+    /// safe, with one exception: a home node must know every transaction it coordinates
+    /// (its garbage-collection floor claims all it coordinated below it is applied
+    /// everywhere; `gc_tick`), so it records its own held transaction at once, unvoted.
+    pub(crate) fn hold_or_pre_accept(&mut self, from: Serial, message: PreAccept) {
+        let window = self.config.pre_accept_window_ms;
+        let hold = window > 0
+            && !self.txs.contains_key(&message.t0)
+            && self.conflicts.reordered_since(
+                &message.body.keys,
+                self.now_ms().saturating_sub(REORDER_MEMORY_MS),
+            );
+        if !hold {
+            self.on_pre_accept(from, message);
+            return;
+        }
+        if from == self.serial && !self.ensure_state(message.t0, Some(&message.body)) {
+            return;
+        }
+        self.stats.pre_accepts_held += 1;
+        let due_ms = self.now_ms() + window;
+        // A retransmission of a held PreAccept replaces it (and is due later).
+        self.held_pre_accepts.insert(
+            message.t0,
+            HeldPreAccept {
+                from,
+                message,
+                due_ms,
+            },
+        );
+    }
+
+    /// Handles the held PreAccepts that are due, and with them every held one with a lower
+    /// `t0`, in `t0` order.
+    pub(crate) fn release_held_pre_accepts(&mut self) {
+        let now = self.now_ms();
+        let Some(upto) = self
+            .held_pre_accepts
+            .iter()
+            .filter(|(_, held)| held.due_ms <= now)
+            .map(|(t0, _)| *t0)
+            .next_back()
+        else {
+            return;
+        };
+        let mut later = self.held_pre_accepts.split_off(&upto);
+        let last = later.remove(&upto);
+        let released = std::mem::replace(&mut self.held_pre_accepts, later);
+        for held in released.into_values().chain(last) {
+            self.on_pre_accept(held.from, held.message);
+            self.flush_local();
+        }
     }
 
     pub(crate) fn on_pre_accept(&mut self, from: Serial, message: PreAccept) {

@@ -26,6 +26,8 @@ pub struct Stats {
     /// Sum of the deps sizes of the transactions this node committed (divide by the commits
     /// for the mean dependency set size).
     pub committed_deps_total: u64,
+    /// PreAccepts this node held back under contention (`Config::pre_accept_window_ms`).
+    pub pre_accepts_held: u64,
     /// Catch-up inquiries this node sent for dependencies it waited on.
     pub inquiries_sent: u64,
     /// Current: transactions whose protocol state this node holds.

@@ -95,13 +95,19 @@ struct Scenario {
     lmdb: bool,
 }
 
+/// The `Config::pre_accept_window_ms` values the seeds take turns with.
+const PRE_ACCEPT_WINDOWS_MS: [u64; 4] = [0, 2, 1, 10];
+
 fn run_seed(scenario: &Scenario, seed: u64) -> Result<SimReport, SimFailure> {
-    let config = SimConfig {
+    let mut config = SimConfig {
         nodes: scenario.nodes,
         transactions: scenario.transactions,
         faults: scenario.faults.clone(),
         ..SimConfig::new(seed)
     };
+    // Seeds take turns with the PreAccept window: off, the default, and wider ones that hold
+    // more PreAccepts together.
+    config.protocol.pre_accept_window_ms = PRE_ACCEPT_WINDOWS_MS[(seed / 7) as usize % 4];
     let lmdb = scenario.lmdb;
     // On tmpfs where there is one: every simulated commit is a real synced LMDB commit.
     let directory = lmdb.then(|| {
