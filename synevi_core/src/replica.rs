@@ -60,7 +60,8 @@ impl Core {
         // This node's own held transactions count as witnessed at their `t0`, which its clock
         // issued: they are in the index but vote only when released, and a `t` proposed
         // meanwhile as `max.successor(own serial)` could otherwise equal one of them (found
-        // by the simulator, seed 9993781: two conflicting transactions committed at one `t`).
+        // by the simulator, seeds 9993781 and 22141529: two conflicting transactions
+        // committed at one `t`).
         let own_held = self
             .held_pre_accepts
             .iter()
@@ -152,10 +153,13 @@ impl Core {
         else {
             return;
         };
-        let mut later = self.held_pre_accepts.split_off(&upto);
-        let last = later.remove(&upto);
-        let released = std::mem::replace(&mut self.held_pre_accepts, later);
-        for held in released.into_values().chain(last) {
+        // One at a time: the ones not handled yet stay held, so that this node's own count as
+        // witnessed while the ones before them are handled (`pre_accept_locally`).
+        while let Some(entry) = self.held_pre_accepts.first_entry() {
+            if *entry.key() > upto {
+                break;
+            }
+            let held = entry.remove();
             self.on_pre_accept(held.from, held.message);
             self.flush_local();
         }
@@ -505,5 +509,152 @@ impl Core {
             _ => return,
         };
         self.send(to, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use synevi_types::{Bytes, Envelope, Keys, TxBody, Ulid};
+
+    use super::*;
+    use crate::{Config, Now};
+
+    fn at(ms: u64) -> Now {
+        Now {
+            wall_ms: 1_000 + ms,
+            monotonic_ms: ms,
+        }
+    }
+
+    fn three_cores(window_ms: u64) -> Vec<Core> {
+        let config = Config {
+            pre_accept_window_ms: window_ms,
+            ..Config::default()
+        };
+        let mut cores: Vec<Core> = (1..=3)
+            .map(|serial| Core::new(Ulid::new(), serial, config.clone(), u64::from(serial)))
+            .collect::<Result<_, _>>()
+            .expect("cores with a valid config");
+        for core in &mut cores {
+            let own = core.serial();
+            for peer in (1..=3).filter(|peer| *peer != own) {
+                core.add_member(peer, true).expect("a new member");
+            }
+        }
+        cores
+    }
+
+    fn hot(id: u128) -> TxBody {
+        TxBody {
+            id,
+            keys: Keys::single("hot"),
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// The PreAccept `core` sends to node `to`.
+    fn pre_accept_to(core: &mut Core, to: Serial) -> Envelope {
+        core.take_ready()
+            .messages
+            .into_iter()
+            .find(|e| e.to == to && matches!(e.message, Message::PreAccept(_)))
+            .expect("a PreAccept to that node")
+    }
+
+    /// The `t` node 2 answered for each `t0`, in the order it answered.
+    fn answers(core: &mut Core) -> Vec<(T0, T)> {
+        core.take_ready()
+            .messages
+            .into_iter()
+            .filter_map(|e| match e.message {
+                Message::PreAcceptOk(ok) => Some((ok.t0, ok.t)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Node 2 receives PreAccepts of nodes 1 and 3 on one key, each time the higher `t0`
+    /// first. Returns node 2's answers to the second pair, after the window.
+    fn second_pair_answers(window_ms: u64) -> (Vec<Core>, [T0; 2], Vec<(T0, T)>) {
+        let mut cores = three_cores(window_ms);
+        // First pair: no reordering seen yet, so node 2 answers at once, and the lower `t0`
+        // can no longer get `t = t0`.
+        let a = cores[0].submit(at(0), hot(1));
+        let b = cores[2].submit(at(1), hot(2));
+        let (to_a, to_b) = (
+            pre_accept_to(&mut cores[0], 2),
+            pre_accept_to(&mut cores[2], 2),
+        );
+        cores[1].receive(at(2), to_b);
+        cores[1].receive(at(2), to_a);
+        let first = answers(&mut cores[1]);
+        assert_eq!(first.len(), 2, "answered at once: {first:?}");
+        assert!(first.contains(&(b, b.as_t())));
+        assert!(first.iter().any(|(t0, t)| *t0 == a && *t != a.as_t()));
+        // Second pair, the same way round.
+        let c = cores[0].submit(at(10), hot(3));
+        let d = cores[2].submit(at(11), hot(4));
+        let (to_c, to_d) = (
+            pre_accept_to(&mut cores[0], 2),
+            pre_accept_to(&mut cores[2], 2),
+        );
+        cores[1].receive(at(12), to_d);
+        cores[1].receive(at(12), to_c);
+        let mut second = answers(&mut cores[1]);
+        cores[1].tick(at(12 + window_ms));
+        second.extend(answers(&mut cores[1]));
+        (cores, [c, d], second)
+    }
+
+    #[test]
+    fn after_a_reordering_pre_accepts_are_held_and_handled_lowest_t0_first() {
+        let (cores, [c, d], second) = second_pair_answers(2);
+        assert_eq!(
+            second,
+            vec![(c, c.as_t()), (d, d.as_t())],
+            "both vote t = t0, the lower t0 first"
+        );
+        assert_eq!(cores[1].stats().pre_accepts_held, 2);
+    }
+
+    #[test]
+    fn without_a_window_the_later_arrival_loses_its_fast_vote() {
+        let (cores, [c, d], second) = second_pair_answers(0);
+        assert_eq!(second.len(), 2);
+        assert_eq!(second[0], (d, d.as_t()));
+        assert_eq!(second[1].0, c);
+        assert!(second[1].1 > d.as_t(), "{second:?}");
+        assert_eq!(cores[1].stats().pre_accepts_held, 0);
+    }
+
+    /// A home node that holds its own PreAccept records the transaction at once: its
+    /// garbage-collection floor must never pass a transaction it coordinated.
+    #[test]
+    fn a_home_node_knows_its_own_held_transaction() {
+        let (mut cores, _, _) = second_pair_answers(2);
+        let e = cores[1].submit(at(20), hot(5));
+        assert!(cores[1].held_pre_accepts.contains_key(&e), "held at home");
+        assert!(cores[1].txs.contains_key(&e), "and known there");
+        let ready = cores[1].take_ready();
+        assert_eq!(
+            ready
+                .messages
+                .iter()
+                .filter(|m| matches!(m.message, Message::PreAccept(_)))
+                .count(),
+            2,
+            "its PreAccepts leave for the peers at once"
+        );
+    }
+
+    /// A key without reorderings is handled at once, whatever the window.
+    #[test]
+    fn in_order_pre_accepts_are_not_held() {
+        let mut cores = three_cores(10);
+        let a = cores[0].submit(at(0), hot(1));
+        let to_a = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(at(1), to_a);
+        assert_eq!(answers(&mut cores[1]), vec![(a, a.as_t())]);
+        assert_eq!(cores[1].stats().pre_accepts_held, 0);
     }
 }
