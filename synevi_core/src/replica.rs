@@ -57,29 +57,27 @@ impl Core {
     /// conflicting timestamp; deps are the conflicting transactions with a lower `t0`.
     fn pre_accept_locally(&mut self, t0: T0) -> Option<(T, Deps)> {
         let keys = self.txs.get(&t0)?.keys()?.clone();
-        // This node's own held transactions count as witnessed at their `t0`, which its clock
-        // issued: they are in the index but vote only when released, and a `t` proposed
-        // meanwhile as `max.successor(own serial)` could otherwise equal one of them (found
-        // by the simulator, seeds 9993781 and 22141529: two conflicting transactions
-        // committed at one `t`).
-        let own_held = self
-            .held_pre_accepts
-            .iter()
-            .filter(|(held, entry)| {
-                **held != t0
-                    && entry.from == self.serial
-                    && entry.message.body.keys.conflicts_with(&keys)
-            })
-            .map(|(held, _)| held.0)
-            .max();
-        let max = self
-            .conflicts
-            .max_conflicting(&keys)
-            .max(own_held.unwrap_or_default());
+        let max = self.conflicts.max_conflicting(&keys);
         let t = if t0.0 > max {
             t0.as_t()
         } else {
-            T(max.successor(self.serial))
+            // Any `t` above `max` is a valid proposal. It must also be above this node's own
+            // held transactions: their `t0`s, which its clock issued, are not witnessed until
+            // they are released, and `max.successor(own serial)` could equal one of them
+            // (found by the simulator, seeds 9993781 and 22141529: two conflicting
+            // transactions committed at one `t`). They do not count against `t = t0`: a
+            // lower `t0` handled first is what holding is for.
+            let own_held = self
+                .held_pre_accepts
+                .iter()
+                .filter(|(held, entry)| {
+                    **held != t0
+                        && entry.from == self.serial
+                        && entry.message.body.keys.conflicts_with(&keys)
+                })
+                .map(|(held, _)| held.0)
+                .max();
+            T(max.max(own_held.unwrap_or_default()).successor(self.serial))
         };
         if t != t0.as_t() {
             // A conflicting transaction above `t0` was handled first: PreAccepts on these
@@ -645,6 +643,24 @@ mod tests {
             2,
             "its PreAccepts leave for the peers at once"
         );
+    }
+
+    /// A home node's own held transactions, released together, each vote `t = t0`: a held
+    /// one with a higher `t0` keeps a lower one's `t` from colliding with it, not from being
+    /// `t0`.
+    #[test]
+    fn own_held_transactions_vote_fast_in_t0_order() {
+        let (mut cores, _, _) = second_pair_answers(2);
+        let e = cores[1].submit(at(20), hot(5));
+        let f = cores[1].submit(at(20), hot(6));
+        assert!(e < f);
+        assert_eq!(cores[1].held_pre_accepts.len(), 2);
+        cores[1].tick(at(22));
+        assert!(cores[1].held_pre_accepts.is_empty());
+        for t0 in [e, f] {
+            assert_eq!(cores[1].txs[&t0].record.status, Status::PreAccepted);
+            assert_eq!(cores[1].txs[&t0].record.t, t0.as_t(), "{t0:?} votes t = t0");
+        }
     }
 
     /// A key without reorderings is handled at once, whatever the window.
