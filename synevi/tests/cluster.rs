@@ -279,6 +279,8 @@ struct Gate {
     opened: std::sync::Condvar,
     /// Commits waiting at the gate.
     waiting: std::sync::atomic::AtomicUsize,
+    /// Commits that went through it.
+    passed: std::sync::atomic::AtomicUsize,
 }
 
 impl Gate {
@@ -290,11 +292,24 @@ impl Gate {
     fn pass(&self) {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut open = self.open.lock().expect("gate");
+        // Tells `wait_for_arrival` (under the lock, so the wake-up cannot be missed).
+        self.opened.notify_all();
         while !*open {
             open = self.opened.wait(open).expect("gate");
         }
         drop(open);
         self.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.passed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Waits until a commit waits at the gate; false if none came within `timeout`.
+    fn wait_for_arrival(&self, timeout: Duration) -> bool {
+        let open = self.open.lock().expect("gate");
+        let (_open, result) = self
+            .opened
+            .wait_timeout_while(open, timeout, |_| self.waiting.load(Ordering::SeqCst) == 0)
+            .expect("gate");
+        !result.timed_out()
     }
 }
 
@@ -359,8 +374,17 @@ async fn a_client_is_answered_before_its_commit_is_durable_on_the_coordinator() 
     };
     let answered =
         tokio::time::timeout(Duration::from_secs(10), cluster.nodes[0].transaction(1, tx)).await;
-    let held = gates[0].waiting.load(Ordering::SeqCst);
+    // Nothing recording a decision has passed the closed gate: the answer did not wait for
+    // it. (Whether the persister already reached the gate when the answer came is a race;
+    // that it gets there, and waits, is checked next.)
+    let passed = gates[0].passed.load(Ordering::SeqCst);
     let executed = cluster.recorders[0].executed_ids();
+    let gate = gates[0].clone();
+    let arrived =
+        tokio::task::spawn_blocking(move || gate.wait_for_arrival(Duration::from_secs(10)))
+            .await
+            .expect("waits");
+    let held = gates[0].waiting.load(Ordering::SeqCst);
     // Open before asserting: a held persister would keep a failing test from ending.
     gates[0].open();
     let outcome = answered
@@ -368,6 +392,11 @@ async fn a_client_is_answered_before_its_commit_is_durable_on_the_coordinator() 
         .expect("commits");
     assert_eq!(outcome, Ok(vec![("k".to_string(), 0)]));
     assert_eq!(executed, vec![1]);
+    assert_eq!(passed, 0, "no commit of a decision went through the gate");
+    assert!(
+        arrived,
+        "the commit that records the decision reaches the gate"
+    );
     assert_eq!(
         held, 1,
         "the commit that records the decision was still held"
