@@ -35,11 +35,12 @@ pub struct Config {
     /// own durable state; those must tolerate executing a transaction again after a crash
     /// (see [`synevi_types::Executor`]).
     pub replay_events_on_start: bool,
-    /// How long a replica holds back a PreAccept that meets contention (a conflicting
-    /// transaction still undecided here), so that PreAccepts with a lower `t0` arriving
+    /// How long a replica holds back a PreAccept on keys where PreAccepts arrived out of `t0`
+    /// order in the last second (contention), so that PreAccepts with a lower `t0` arriving
     /// meanwhile are handled first: a replica votes `t = t0` only if it witnessed nothing
     /// conflicting above `t0`, so handling them in `t0` order lets more of them take the fast
-    /// path. Costs contended transactions up to this much latency, others nothing. `0` turns
+    /// path. Costs held transactions up to this much latency, others nothing; with few
+    /// concurrent writers per key the latency can outweigh the saved round trips. `0` turns
     /// it off.
     pub pre_accept_window_ms: u64,
 }

@@ -102,10 +102,10 @@ impl Core {
     /// A PreAccept arrived (from a peer, or from this node as coordinator). If PreAccepts on
     /// its keys arrived here out of `t0` order in the last [`REORDER_MEMORY_MS`] (this replica
     /// then voted against someone's fast path), and the transaction is new to this replica,
-    /// it is held back for
-    /// `Config::pre_accept_window_ms` and then handled together with every held one with a
-    /// lower `t0`, lowest first ([`Core::release_held_pre_accepts`]): a PreAccept with a lower
-    /// `t0` that arrives meanwhile is handled before it and can still get `t = t0`. Holding is
+    /// it is held back for `Config::pre_accept_window_ms` and then handled together with
+    /// every held one with a lower `t0`, lowest first ([`Core::release_held_pre_accepts`]):
+    /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
+    /// still get `t = t0`. Holding is
     /// a delay, which the network may impose on any message, so it cannot change what is
     /// safe, with one exception: a home node must know every transaction it coordinates
     /// (its garbage-collection floor claims all it coordinated below it is applied
