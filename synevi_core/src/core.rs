@@ -768,3 +768,26 @@ impl Core {
         }
     }
 }
+
+/// Three cores that know each other as voters, with `config` (unit tests).
+#[cfg(test)]
+pub(crate) fn three_cores(config: Config) -> Vec<Core> {
+    let mut cores: Vec<Core> = (1..=3)
+        .map(|serial| {
+            Core::new(
+                synevi_types::Ulid::new(),
+                serial,
+                config.clone(),
+                u64::from(serial),
+            )
+        })
+        .collect::<Result<_, _>>()
+        .expect("cores with a valid config");
+    for core in &mut cores {
+        let own = core.serial();
+        for peer in (1..=3).filter(|peer| *peer != own) {
+            core.add_member(peer, true).expect("a new member");
+        }
+    }
+    cores
+}

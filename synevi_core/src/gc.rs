@@ -332,7 +332,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use synevi_types::{Bytes, Envelope, Keys, TxBody, Ulid};
+    use synevi_types::{Bytes, Envelope, Keys, TxBody};
 
     use super::*;
     use crate::{Config, Now};
@@ -349,20 +349,7 @@ mod tests {
     };
 
     fn three_cores() -> Vec<Core> {
-        let mut cores: Vec<Core> = (1..=3)
-            .map(|serial| {
-                Core::new(Ulid::new(), serial, Config::default(), u64::from(serial))
-                    .expect("a core with the default config")
-            })
-            .collect();
-        for core in &mut cores {
-            for peer in 1..=3 {
-                if peer != core.serial() {
-                    core.add_member(peer, true).expect("a new member");
-                }
-            }
-        }
-        cores
+        crate::core::three_cores(Config::default())
     }
 
     fn body(id: u128) -> TxBody {

@@ -512,7 +512,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use synevi_types::{Bytes, Envelope, Keys, TxBody, Ulid};
+    use synevi_types::{Bytes, Envelope, Keys, TxBody};
 
     use super::*;
     use crate::{Config, Now};
@@ -525,21 +525,10 @@ mod tests {
     }
 
     fn three_cores(window_ms: u64) -> Vec<Core> {
-        let config = Config {
+        crate::core::three_cores(Config {
             pre_accept_window_ms: window_ms,
             ..Config::default()
-        };
-        let mut cores: Vec<Core> = (1..=3)
-            .map(|serial| Core::new(Ulid::new(), serial, config.clone(), u64::from(serial)))
-            .collect::<Result<_, _>>()
-            .expect("cores with a valid config");
-        for core in &mut cores {
-            let own = core.serial();
-            for peer in (1..=3).filter(|peer| *peer != own) {
-                core.add_member(peer, true).expect("a new member");
-            }
-        }
-        cores
+        })
     }
 
     fn hot(id: u128) -> TxBody {
