@@ -324,6 +324,8 @@ pub struct ClusterSpec {
     pub store: StoreKind,
     /// Where LMDB stores go (a fresh directory per cluster, removed when it shuts down).
     pub data_dir: PathBuf,
+    /// The nodes' `Config::pre_accept_window_ms`.
+    pub pre_accept_window_ms: u64,
 }
 
 /// A running cluster.
@@ -458,6 +460,7 @@ impl Cluster {
             let config = Config {
                 // The executor keeps no state worth rebuilding.
                 replay_events_on_start: false,
+                pre_accept_window_ms: spec.pre_accept_window_ms,
                 ..Config::default()
             };
             let node =

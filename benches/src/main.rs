@@ -89,6 +89,11 @@ struct Cli {
     #[arg(long, global = true)]
     only: Option<String>,
 
+    /// The nodes' `Config::pre_accept_window_ms` (how long a replica holds PreAccepts back
+    /// on a contended key; 0 turns it off) [default: the library's default].
+    #[arg(long, global = true)]
+    pre_accept_window_ms: Option<u64>,
+
     /// `long` only: seconds between memory samples.
     #[arg(long, global = true, default_value = "5s", value_parser = plan::parse_duration)]
     sample_every: Duration,
@@ -149,6 +154,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         keys: or_default(&cli.keys, &[KeyMode::Disjoint, KeyMode::Hot]),
         only: cli.only.clone(),
         data_dir: cli.data_dir.clone(),
+        pre_accept_window_ms: cli
+            .pre_accept_window_ms
+            .unwrap_or(synevi::Config::default().pre_accept_window_ms),
     };
     anyhow::ensure!(settings.txns > 0, "--txns must be above 0");
     anyhow::ensure!(
@@ -270,6 +278,7 @@ async fn long(cli: &Cli, settings: &Settings) -> anyhow::Result<long_run::LongRe
             network: settings.network,
             store: cli.stores.first().copied().unwrap_or(StoreKind::Lmdb),
             data_dir: settings.data_dir.clone(),
+            pre_accept_window_ms: settings.pre_accept_window_ms,
         },
         clients: cli.clients.first().copied().unwrap_or(64),
         keys: cli.keys.first().copied().unwrap_or(KeyMode::Disjoint),

@@ -40,6 +40,8 @@ pub struct Settings {
     pub only: Option<String>,
     /// Where LMDB stores go.
     pub data_dir: PathBuf,
+    /// The nodes' `Config::pre_accept_window_ms`.
+    pub pre_accept_window_ms: u64,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             network,
             store,
             data_dir: self.data_dir.clone(),
+            pre_accept_window_ms: self.pre_accept_window_ms,
         }
     }
 
@@ -177,6 +180,7 @@ mod tests {
             keys: vec![KeyMode::Disjoint, KeyMode::Hot],
             only: None,
             data_dir: PathBuf::from("target/bench-data"),
+            pre_accept_window_ms: 2,
         }
     }
 

@@ -222,6 +222,9 @@ pub struct SimReport {
     pub fast_path_commits: u64,
     /// Slow-path commits, summed over nodes.
     pub slow_path_commits: u64,
+    /// PreAccepts held back under contention (`Config::pre_accept_window_ms`), summed over
+    /// nodes.
+    pub pre_accepts_held: u64,
     /// Largest per-node protocol state seen ([`Core::state_size`]).
     pub state_size_max: usize,
     /// Per-node protocol state sampled every virtual second (the largest node's).
@@ -407,6 +410,7 @@ impl<E: Executor> Simulation<E> {
                 recoveries: 0,
                 fast_path_commits: 0,
                 slow_path_commits: 0,
+                pre_accepts_held: 0,
                 state_size_max: 0,
                 state_size_samples: Vec::new(),
                 virtual_ms: 0,
@@ -1059,6 +1063,7 @@ impl<E: Executor> Simulation<E> {
                 self.report.recoveries += stats.recoveries_started;
                 self.report.fast_path_commits += stats.fast_path_commits;
                 self.report.slow_path_commits += stats.slow_path_commits;
+                self.report.pre_accepts_held += stats.pre_accepts_held;
             }
             node.executor = None;
             node.incarnation += 1;
@@ -1167,6 +1172,7 @@ impl<E: Executor> Simulation<E> {
                 self.report.recoveries += stats.recoveries_started;
                 self.report.fast_path_commits += stats.fast_path_commits;
                 self.report.slow_path_commits += stats.slow_path_commits;
+                self.report.pre_accepts_held += stats.pre_accepts_held;
             }
         }
         self.report.trace_hash = *self.trace_hash.finalize().as_bytes();
