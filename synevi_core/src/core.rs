@@ -54,6 +54,11 @@ pub(crate) struct TxState {
     pub recovery_attempts: u32,
     /// Known to be applied by every member (see `gc.rs`): no longer anybody's dependency.
     pub stable: bool,
+    /// This node coordinates it and cast its own PreAccept vote after its PreAccepts had
+    /// left (the vote was held, `hold_or_pre_accept`), so a decision counting that vote may
+    /// be reached before the round holding the vote is durable: its execution must not run
+    /// early (`Ready::execute_early`).
+    pub own_vote_late: bool,
 }
 
 impl TxState {
@@ -92,6 +97,9 @@ pub struct Core {
     held_due_ms: Option<u64>,
     /// PreAccepts held back under contention, by `t0` (see `Config::pre_accept_window_ms`).
     pub(crate) held_pre_accepts: BTreeMap<T0, HeldPreAccept>,
+    /// An execution handed out since the last `take_ready` is of a transaction whose own
+    /// vote was late (`TxState::own_vote_late`): that `Ready` executes only once durable.
+    execute_after_durable: bool,
     rng: u64,
 }
 
@@ -194,6 +202,7 @@ impl Core {
             pending_acks: BTreeMap::new(),
             held_due_ms: None,
             held_pre_accepts: BTreeMap::new(),
+            execute_after_durable: false,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
         };
         let mut committed = Vec::new();
@@ -218,6 +227,7 @@ impl Core {
                     progress_due_ms: 0,
                     recovery_attempts: 0,
                     stable: false,
+                    own_vote_late: false,
                 },
             );
         }
@@ -444,7 +454,12 @@ impl Core {
         if std::mem::take(&mut self.meta_dirty) {
             self.ready.persist.meta = Some(self.meta.clone());
         }
-        self.ready.execute_early = !self.quorums.own_vote_may_decide();
+        // Early executions rely on this node's own vote in every decision it reached being
+        // durable already; one cast late (held) may sit in this very round, or in an earlier
+        // one whose commit has not finished: then wait for this round, and with it for every
+        // earlier one (rounds become durable in order).
+        let own_vote_durable = !std::mem::take(&mut self.execute_after_durable);
+        self.ready.execute_early = !self.quorums.own_vote_may_decide() && own_vote_durable;
         std::mem::take(&mut self.ready)
     }
 
@@ -720,6 +735,7 @@ impl Core {
             };
             debug_assert!(!state.executed, "{t0:?} handed out twice");
             state.executed = true;
+            self.execute_after_durable |= state.own_vote_late;
             let Some(body) = state.record.body.as_ref() else {
                 debug_assert!(false, "committed {t0:?} without a body");
                 continue;
@@ -790,4 +806,44 @@ pub(crate) fn three_cores(config: Config) -> Vec<Core> {
         }
     }
     cores
+}
+
+/// Takes every core's effects, acknowledging executions at once; returns the messages (unit
+/// tests).
+#[cfg(test)]
+pub(crate) fn take_all(cores: &mut [Core], now: Now) -> Vec<Envelope> {
+    let mut messages = Vec::new();
+    for core in cores.iter_mut() {
+        let ready = core.take_ready();
+        messages.extend(ready.messages);
+        if !ready.execute.is_empty() {
+            for execution in ready.execute {
+                core.applied(now, execution.t0, [0; 32]);
+            }
+            // The acknowledgements go out with the next effects.
+            messages.extend(core.take_ready().messages);
+        }
+    }
+    messages
+}
+
+/// Hands each message to its receiver, serial `n` being `cores[n - 1]` (unit tests).
+#[cfg(test)]
+pub(crate) fn deliver(cores: &mut [Core], messages: Vec<Envelope>, now: Now) {
+    for envelope in messages {
+        let to = usize::from(envelope.to - 1);
+        cores[to].receive(now, envelope);
+    }
+}
+
+/// Runs the cluster until no message is in flight (unit tests).
+#[cfg(test)]
+pub(crate) fn run_quiet(cores: &mut [Core], now: Now) {
+    loop {
+        let messages = take_all(cores, now);
+        if messages.is_empty() {
+            return;
+        }
+        deliver(cores, messages, now);
+    }
 }

@@ -35,7 +35,9 @@ pub struct Ready {
     /// durable. A crash then loses at most the local record of the commit and of the
     /// execution; the node learns the decision again and executes it again after replaying
     /// its event log, as after losing an unsynced execution today. False for a cluster of
-    /// one voter, whose own vote is a quorum.
+    /// one voter, whose own vote is a quorum, and for a `Ready` that executes a transaction
+    /// whose coordinator (this node) held its own PreAccept back and voted after its
+    /// PreAccepts had left (`TxState::own_vote_late`): that vote may sit in this round.
     pub execute_early: bool,
 }
 

@@ -335,6 +335,7 @@ mod tests {
     use synevi_types::{Bytes, Envelope, Keys, TxBody};
 
     use super::*;
+    use crate::core::{deliver, run_quiet, take_all};
     use crate::{Config, Now};
 
     const NOW: Now = Now {
@@ -357,41 +358,6 @@ mod tests {
             id,
             keys: Keys::single("hot"),
             payload: Bytes::from_static(b"x"),
-        }
-    }
-
-    /// Takes every core's effects, acknowledging executions at once; returns the messages.
-    fn take_all(cores: &mut [Core], now: Now) -> Vec<Envelope> {
-        let mut messages = Vec::new();
-        for core in cores.iter_mut() {
-            let ready = core.take_ready();
-            messages.extend(ready.messages);
-            if !ready.execute.is_empty() {
-                for execution in ready.execute {
-                    core.applied(now, execution.t0, [0; 32]);
-                }
-                // The acknowledgements go out with the next effects.
-                messages.extend(core.take_ready().messages);
-            }
-        }
-        messages
-    }
-
-    fn deliver(cores: &mut [Core], messages: Vec<Envelope>, now: Now) {
-        for envelope in messages {
-            let to = usize::from(envelope.to - 1);
-            cores[to].receive(now, envelope);
-        }
-    }
-
-    /// Runs the cluster until no message is in flight.
-    fn run_quiet(cores: &mut [Core], now: Now) {
-        loop {
-            let messages = take_all(cores, now);
-            if messages.is_empty() {
-                return;
-            }
-            deliver(cores, messages, now);
         }
     }
 

@@ -32,6 +32,7 @@ impl Core {
                     progress_due_ms: 0,
                     recovery_attempts: 0,
                     stable: false,
+                    own_vote_late: false,
                 },
             );
             let due = self.now_ms() + self.first_progress_delay(t0);
@@ -107,9 +108,13 @@ impl Core {
     /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
     /// still get `t = t0`. Holding is
     /// a delay, which the network may impose on any message, so it cannot change what is
-    /// safe, with one exception: a home node must know every transaction it coordinates
-    /// (its garbage-collection floor claims all it coordinated below it is applied
-    /// everywhere; `gc_tick`), so it records its own held transaction at once, unvoted.
+    /// safe, with two exceptions for a node's own transactions. A home node must know every
+    /// transaction it coordinates (its garbage-collection floor claims all it coordinated
+    /// below it is applied everywhere; `gc_tick`), so it records its own held transaction at
+    /// once, unvoted. And its vote, cast when released, is no longer in the round its
+    /// PreAccepts waited for, which early executions rely on (`Ready::execute_early`), so
+    /// the transaction is marked `own_vote_late` and executes only once durable (the crash
+    /// test found a client answered for a commit whose coordinator's held vote a kill lost).
     pub(crate) fn hold_or_pre_accept(&mut self, from: Serial, message: PreAccept) {
         let window = self.config.pre_accept_window_ms;
         let hold = window > 0
@@ -158,7 +163,14 @@ impl Core {
                 break;
             }
             let held = entry.remove();
+            let (own, t0) = (held.from == self.serial, held.message.t0);
             self.on_pre_accept(held.from, held.message);
+            if own {
+                // Its PreAccepts left before this vote was cast (`TxState::own_vote_late`).
+                if let Some(state) = self.txs.get_mut(&t0) {
+                    state.own_vote_late = true;
+                }
+            }
             self.flush_local();
         }
     }
@@ -650,6 +662,60 @@ mod tests {
             assert_eq!(cores[1].txs[&t0].record.status, Status::PreAccepted);
             assert_eq!(cores[1].txs[&t0].record.t, t0.as_t(), "{t0:?} votes t = t0");
         }
+    }
+
+    /// A coordinator whose own vote was held decides in the step that releases it (its peers
+    /// answered meanwhile): that vote is not durable yet, so the execution, which answers the
+    /// client, must wait for the round (found by the crash test: a client answered for a
+    /// commit whose coordinator's vote a kill then lost). Fails when it may run early.
+    #[test]
+    fn a_decision_on_a_late_own_vote_executes_only_once_durable() {
+        let mut cores = three_cores(2);
+        // A reordering at node 2 (b's PreAccept before a's), then everything settles.
+        let a = cores[0].submit(at(0), hot(1));
+        let b = cores[2].submit(at(1), hot(2));
+        let (from_a, from_b) = (cores[0].take_ready(), cores[2].take_ready());
+        crate::core::deliver(&mut cores, from_b.messages, at(2));
+        crate::core::deliver(&mut cores, from_a.messages, at(2));
+        crate::core::run_quiet(&mut cores, at(3));
+        for core in &mut cores {
+            core.tick(at(30));
+        }
+        crate::core::run_quiet(&mut cores, at(30));
+        for t0 in [a, b] {
+            assert_eq!(cores[1].txs[&t0].record.status, Status::Applied);
+        }
+        // Node 2 coordinates `e` on the key: its own vote is held, its PreAccepts leave.
+        let e = cores[1].submit(at(40), hot(5));
+        assert!(cores[1].held_pre_accepts.contains_key(&e));
+        let pre_accepts = cores[1].take_ready();
+        assert!(pre_accepts.execute_early, "nothing late executes yet");
+        crate::core::deliver(&mut cores, pre_accepts.messages, at(40));
+        let answers: Vec<Envelope> = [0, 2]
+            .into_iter()
+            .flat_map(|i| cores[i].take_ready().messages)
+            .collect();
+        crate::core::deliver(&mut cores, answers, at(41));
+        // Node 3 saw the reordering too and held `e` for its window.
+        cores[2].tick(at(42));
+        let late = cores[2].take_ready().messages;
+        crate::core::deliver(&mut cores, late, at(42));
+        assert!(
+            cores[1].take_ready().execute.is_empty(),
+            "waits for its own vote"
+        );
+        // The window ends: node 2 votes, decides on the fast path, and executes `e`.
+        cores[1].tick(at(42));
+        let ready = cores[1].take_ready();
+        assert!(
+            ready.execute.iter().any(|x| x.t0 == e),
+            "{:?}",
+            ready.execute
+        );
+        assert!(!ready.execute_early, "the own vote is in this round");
+        // Later rounds may execute early again.
+        cores[1].tick(at(43));
+        assert!(cores[1].take_ready().execute_early);
     }
 
     /// A key without reorderings is handled at once, whatever the window.
