@@ -148,6 +148,8 @@ pub(crate) struct ClientRecord {
     pub submitted_ms: u64,
     /// When a successful reply arrived, and the hash of the result it carried.
     pub acknowledged: Option<(u64, [u8; 32])>,
+    /// Its coordinator's incarnation when it was submitted (bumped by every crash).
+    pub incarnation: u32,
 }
 
 /// What one node executed: `t` and result hash per transaction.

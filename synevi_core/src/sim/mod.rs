@@ -77,7 +77,8 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use synevi_types::{
-    Envelope, Event, Executor, Keys, Serial, Store, SyneviResult, Transaction, TxBody, Ulid, T0,
+    Envelope, Event, Executor, Keys, Serial, Status, Store, StoredState, SyneviResult, Transaction,
+    TxBody, TxRecord, Ulid, T0,
 };
 
 use crate::outcome::result_hash;
@@ -316,6 +317,8 @@ struct SimNode<E> {
     /// Of those, the batches whose executions wait for them: executions released early
     /// ([`Ready::execute_early`]) may not overtake these.
     holding: usize,
+    /// The status of each transaction it coordinates, as its store holds it (durable).
+    durable_own: FxHashMap<T0, synevi_types::Status>,
 }
 
 enum SimEvent {
@@ -392,6 +395,7 @@ impl<E: Executor> Simulation<E> {
                     tick_at: None,
                     persisting: 0,
                     holding: 0,
+                    durable_own: FxHashMap::default(),
                 },
             );
         }
@@ -756,7 +760,11 @@ impl<E: Executor> Simulation<E> {
         transaction: E::Tx,
     ) -> Result<Option<T0>, Violation> {
         let now = self.now(serial);
-        let Some(core) = self.nodes.get_mut(&serial).and_then(|n| n.core.as_mut()) else {
+        let Some(node) = self.nodes.get_mut(&serial) else {
+            return Ok(None);
+        };
+        let incarnation = node.incarnation;
+        let Some(core) = node.core.as_mut() else {
             return Ok(None); // the node is down: the client could not connect
         };
         let keys = transaction.keys();
@@ -772,6 +780,7 @@ impl<E: Executor> Simulation<E> {
             keys,
             submitted_ms: self.time,
             acknowledged: None,
+            incarnation,
         });
         self.report.submitted += 1;
         self.record(serial, format!("submit client {client}"), vec![t0]);
@@ -822,6 +831,7 @@ impl<E: Executor> Simulation<E> {
                 return Ok(());
             }
             self.report.executed_early += early.len() as u64;
+            self.check_early_executions(serial, &early)?;
             self.run_executions(serial, early)?;
         }
     }
@@ -897,6 +907,14 @@ impl<E: Executor> Simulation<E> {
         node.store
             .commit(&ready.persist)
             .map_err(|e| internal(&format!("store commit on node {serial}: {e}")))?;
+        for record in &ready.persist.transactions {
+            if record.t0.0.serial == serial {
+                node.durable_own.insert(record.t0, record.status);
+            }
+        }
+        for t0 in &ready.persist.forget {
+            node.durable_own.remove(t0);
+        }
         for record in &ready.persist.transactions {
             self.checker.observe_record(serial, record)?;
             if record.status == synevi_types::Status::Invalidated {
@@ -1026,6 +1044,7 @@ impl<E: Executor> Simulation<E> {
                     .copied()
                     .collect();
                 if let Some(&victim) = self.rng_faults.pick(&up) {
+                    self.check_acknowledged_durable(victim)?;
                     self.crash(victim);
                     let back = self.time + self.rng_faults.between(100, 1_500);
                     self.schedule(back, SimEvent::Restart { node: victim });
@@ -1053,6 +1072,147 @@ impl<E: Executor> Simulation<E> {
         }
         let next = self.time + self.rng_faults.between(50, 500);
         self.schedule(next, SimEvent::Fault);
+        Ok(())
+    }
+
+    /// Executions about to run before their batch is durable ([`Ready::execute_early`]) of
+    /// transactions `serial` coordinated in its current incarnation: each answers a client,
+    /// so the decision must already survive `serial` losing that batch, which the early
+    /// execution rests on its own vote being durable (it counted in the decision). Checked
+    /// against what its store holds. A coordinator that cast its vote after its PreAccepts
+    /// left (holding its own PreAccept) broke this (found by the crash test).
+    fn check_early_executions(
+        &self,
+        serial: Serial,
+        executions: &[Execution],
+    ) -> Result<(), Violation> {
+        let Some(node) = self.nodes.get(&serial) else {
+            return Ok(());
+        };
+        for execution in executions {
+            let t0 = execution.t0;
+            let submitted_here = t0.0.serial == serial
+                && self
+                    .client_by_t0
+                    .get(&t0)
+                    .is_some_and(|&client| self.clients[client].incarnation == node.incarnation);
+            if !submitted_here {
+                continue;
+            }
+            let durable = node.durable_own.get(&t0).copied();
+            if !matches!(
+                durable,
+                Some(Status::PreAccepted | Status::Accepted | Status::Committed | Status::Applied)
+            ) {
+                return Err(Violation {
+                    invariant: "durability",
+                    detail: format!(
+                        "node {serial} executes {t0:?} (answering its client) before its batch \
+                         is durable, while its own vote is not durable (its store holds \
+                         {durable:?})"
+                    ),
+                    t0s: vec![t0],
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Before `serial` crashes: every transaction it coordinated whose client was answered
+    /// must survive losing what is not durable anywhere. Its own vote is durable there (a
+    /// record that voted, or it was forgotten after every member applied it), or the stores
+    /// of all nodes hold the decision: committed or executed somewhere, accepted by a
+    /// majority, or pre-accepted at `t0` by a fast quorum. Clients are answered before the
+    /// coordinator's commit record is durable (`Ready::execute_early`), on the argument that
+    /// the decision already is; this checks the argument at every crash. (A coordinator that
+    /// voted after its PreAccepts left, when it held its own PreAccept, broke it: found by
+    /// the crash test with killed processes.)
+    fn check_acknowledged_durable(&self, serial: Serial) -> Result<(), Violation> {
+        let acknowledged: Vec<T0> = self
+            .clients
+            .iter()
+            .filter(|client| client.t0.0.serial == serial && client.acknowledged.is_some())
+            .map(|client| client.t0)
+            .collect();
+        if acknowledged.is_empty() {
+            return Ok(());
+        }
+        let load = |node: &SimNode<E>| {
+            node.store
+                .load()
+                .map_err(|e| internal(&format!("load a store: {e}")))
+        };
+        let Some(node) = self.nodes.get(&serial) else {
+            return Ok(());
+        };
+        let own = load(node)?;
+        let voted = |state: &StoredState, t0: T0| {
+            let forgotten = state.forgotten.binary_search(&t0).is_ok()
+                || state
+                    .floors
+                    .iter()
+                    .any(|(home, floor)| *home == t0.0.serial && t0 < *floor);
+            forgotten
+                || state.transactions.iter().any(|record| {
+                    record.t0 == t0
+                        && matches!(
+                            record.status,
+                            Status::PreAccepted
+                                | Status::Accepted
+                                | Status::Committed
+                                | Status::Applied
+                        )
+                })
+        };
+        let missing: Vec<T0> = acknowledged
+            .into_iter()
+            .filter(|t0| !voted(&own, *t0))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<StoredState> = self.nodes.values().map(load).collect::<Result<_, _>>()?;
+        let voters = all.len();
+        // `Quorums::slow_quorum` and `Quorums::fast_quorum` for `voters` voters, every one
+        // in the fast-path electorate.
+        let (slow, fast) = (voters / 2 + 1, (voters + (voters - 1) / 2 + 2) / 2);
+        for t0 in missing {
+            let records: Vec<&TxRecord> = all
+                .iter()
+                .flat_map(|state| state.transactions.iter().filter(move |r| r.t0 == t0))
+                .collect();
+            let count = |status: Status, at_t0: bool| {
+                records
+                    .iter()
+                    .filter(|r| r.status == status && (!at_t0 || r.t.0 == t0.0))
+                    .count()
+            };
+            let decided = all.iter().any(|state| {
+                state.forgotten.binary_search(&t0).is_ok()
+                    || state
+                        .floors
+                        .iter()
+                        .any(|(home, floor)| *home == t0.0.serial && t0 < *floor)
+            }) || count(Status::Committed, false) + count(Status::Applied, false) > 0;
+            if !(decided
+                || count(Status::Accepted, false) >= slow
+                || count(Status::PreAccepted, true) >= fast)
+            {
+                return Err(Violation {
+                    invariant: "durability",
+                    detail: format!(
+                        "node {serial} answered the client of {t0:?}, and crashes now: its own \
+                         vote is not durable, and the stores do not hold the decision \
+                         (records: {:?})",
+                        records
+                            .iter()
+                            .map(|r| (r.status, r.t == t0.as_t()))
+                            .collect::<Vec<_>>()
+                    ),
+                    t0s: vec![t0],
+                });
+            }
+        }
         Ok(())
     }
 
