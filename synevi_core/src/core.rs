@@ -54,9 +54,9 @@ pub(crate) struct TxState {
     pub recovery_attempts: u32,
     /// Known to be applied by every member (see `gc.rs`): no longer anybody's dependency.
     pub stable: bool,
-    /// This node coordinates it and cast its own PreAccept vote after its PreAccepts had
-    /// left (the vote was held, `hold_or_pre_accept`), so a decision counting that vote may
-    /// be reached before the round holding the vote is durable: its execution must not run
+    /// This node coordinates it and held its own PreAccept back (`hold_or_pre_accept`), so
+    /// its vote is cast after its PreAccepts left, and a decision counting that vote may be
+    /// reached before the round holding the vote is durable: its execution must not run
     /// early (`Ready::execute_early`).
     pub own_vote_late: bool,
 }

@@ -113,7 +113,7 @@ impl Core {
     /// below it is applied everywhere; `gc_tick`), so it records its own held transaction at
     /// once, unvoted. And its vote, cast when released, is no longer in the round its
     /// PreAccepts waited for, which early executions rely on (`Ready::execute_early`), so
-    /// the transaction is marked `own_vote_late` and executes only once durable (the crash
+    /// the held transaction is marked `own_vote_late` and executes only once durable (the crash
     /// test found a client answered for a commit whose coordinator's held vote a kill lost).
     pub(crate) fn hold_or_pre_accept(&mut self, from: Serial, message: PreAccept) {
         let window = self.config.pre_accept_window_ms;
@@ -127,8 +127,15 @@ impl Core {
             self.on_pre_accept(from, message);
             return;
         }
-        if from == self.serial && !self.ensure_state(message.t0, Some(&message.body)) {
-            return;
+        if from == self.serial {
+            if !self.ensure_state(message.t0, Some(&message.body)) {
+                return;
+            }
+            // Its PreAccepts leave with this round; whenever its vote is cast (released, or
+            // a retransmission handled at once), it is not in that round.
+            if let Some(state) = self.txs.get_mut(&message.t0) {
+                state.own_vote_late = true;
+            }
         }
         self.stats.pre_accepts_held += 1;
         let due_ms = self.now_ms() + window;
@@ -163,14 +170,7 @@ impl Core {
                 break;
             }
             let held = entry.remove();
-            let (own, t0) = (held.from == self.serial, held.message.t0);
             self.on_pre_accept(held.from, held.message);
-            if own {
-                // Its PreAccepts left before this vote was cast (`TxState::own_vote_late`).
-                if let Some(state) = self.txs.get_mut(&t0) {
-                    state.own_vote_late = true;
-                }
-            }
             self.flush_local();
         }
     }
