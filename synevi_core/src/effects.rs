@@ -4,9 +4,10 @@
 //! `persist` durable (one store commit for the whole batch: group commit), then send
 //! `messages`, hand `execute` to the executor in order, and deliver `replies`. Nothing in a
 //! `Ready` may leave the node before its `persist` is durable: the messages promise what the
-//! batch contains. One exception, flagged by [`Ready::execute_early`]: executions may run
-//! (and answer their clients) before `persist` is durable when every decision behind them is
-//! durable on other nodes already.
+//! batch contains. A driver makes `Ready`s durable in the order it took them (the core relies
+//! on it: a durable `Ready` means every earlier one is). One exception, flagged by
+//! [`Ready::execute_early`]: executions may run (and answer their clients) before `persist`
+//! is durable when every decision behind them is durable on other nodes already.
 
 use bytes::Bytes;
 use synevi_types::{Envelope, SyneviError, WriteBatch, T, T0};

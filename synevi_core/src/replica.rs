@@ -106,9 +106,8 @@ impl Core {
     /// it is held back for `Config::pre_accept_window_ms` and then handled together with
     /// every held one with a lower `t0`, lowest first ([`Core::release_held_pre_accepts`]):
     /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
-    /// still get `t = t0`. Holding is
-    /// a delay, which the network may impose on any message, so it cannot change what is
-    /// safe, with two exceptions for a node's own transactions. A home node must know every
+    /// still get `t = t0`. Holding is a delay, which the network may impose on any message,
+    /// so it cannot change what is safe, with two exceptions for a node's own transactions. A home node must know every
     /// transaction it coordinates (its garbage-collection floor claims all it coordinated
     /// below it is applied everywhere; `gc_tick`), so it records its own held transaction at
     /// once, unvoted. And its vote, cast when released, is no longer in the round its

@@ -318,7 +318,7 @@ struct SimNode<E> {
     /// ([`Ready::execute_early`]) may not overtake these.
     holding: usize,
     /// The status of each transaction it coordinates, as its store holds it (durable).
-    durable_own: FxHashMap<T0, synevi_types::Status>,
+    durable_own: FxHashMap<T0, Status>,
 }
 
 enum SimEvent {
@@ -1100,10 +1100,7 @@ impl<E: Executor> Simulation<E> {
                 continue;
             }
             let durable = node.durable_own.get(&t0).copied();
-            if !matches!(
-                durable,
-                Some(Status::PreAccepted | Status::Accepted | Status::Committed | Status::Applied)
-            ) {
+            if !durable.is_some_and(is_vote) {
                 return Err(Violation {
                     invariant: "durability",
                     detail: format!(
@@ -1147,22 +1144,11 @@ impl<E: Executor> Simulation<E> {
         };
         let own = load(node)?;
         let voted = |state: &StoredState, t0: T0| {
-            let forgotten = state.forgotten.binary_search(&t0).is_ok()
+            forgotten_in(state, t0)
                 || state
-                    .floors
+                    .transactions
                     .iter()
-                    .any(|(home, floor)| *home == t0.0.serial && t0 < *floor);
-            forgotten
-                || state.transactions.iter().any(|record| {
-                    record.t0 == t0
-                        && matches!(
-                            record.status,
-                            Status::PreAccepted
-                                | Status::Accepted
-                                | Status::Committed
-                                | Status::Applied
-                        )
-                })
+                    .any(|record| record.t0 == t0 && is_vote(record.status))
         };
         let missing: Vec<T0> = acknowledged
             .into_iter()
@@ -1171,11 +1157,11 @@ impl<E: Executor> Simulation<E> {
         if missing.is_empty() {
             return Ok(());
         }
+        let (slow, fast) = match &node.core {
+            Some(core) => (core.quorums.slow_quorum(), core.quorums.fast_quorum()),
+            None => return Ok(()),
+        };
         let all: Vec<StoredState> = self.nodes.values().map(load).collect::<Result<_, _>>()?;
-        let voters = all.len();
-        // `Quorums::slow_quorum` and `Quorums::fast_quorum` for `voters` voters, every one
-        // in the fast-path electorate.
-        let (slow, fast) = (voters / 2 + 1, (voters + (voters - 1) / 2 + 2) / 2);
         for t0 in missing {
             let records: Vec<&TxRecord> = all
                 .iter()
@@ -1187,13 +1173,8 @@ impl<E: Executor> Simulation<E> {
                     .filter(|r| r.status == status && (!at_t0 || r.t.0 == t0.0))
                     .count()
             };
-            let decided = all.iter().any(|state| {
-                state.forgotten.binary_search(&t0).is_ok()
-                    || state
-                        .floors
-                        .iter()
-                        .any(|(home, floor)| *home == t0.0.serial && t0 < *floor)
-            }) || count(Status::Committed, false) + count(Status::Applied, false) > 0;
+            let decided = all.iter().any(|state| forgotten_in(state, t0))
+                || count(Status::Committed, false) + count(Status::Applied, false) > 0;
             if !(decided
                 || count(Status::Accepted, false) >= slow
                 || count(Status::PreAccepted, true) >= fast)
@@ -1408,6 +1389,24 @@ fn describe(message: &synevi_types::Message) -> String {
         Message::Nack(m) => format!(" (promised {:?})", m.promised),
         _ => String::new(),
     }
+}
+
+/// Whether a replica's record in `status` holds its vote (PreAccept or later, not
+/// invalidated).
+fn is_vote(status: Status) -> bool {
+    matches!(
+        status,
+        Status::PreAccepted | Status::Accepted | Status::Committed | Status::Applied
+    )
+}
+
+/// Whether `state` forgot `t0` (every member applied it): listed, or below its home's floor.
+fn forgotten_in(state: &StoredState, t0: T0) -> bool {
+    state.forgotten.binary_search(&t0).is_ok()
+        || state
+            .floors
+            .iter()
+            .any(|(home, floor)| *home == t0.0.serial && t0 < *floor)
 }
 
 fn internal(what: &str) -> Violation {
