@@ -679,7 +679,7 @@ impl Core {
     pub(crate) fn add_to_execution(&mut self, t0: T0, t: synevi_types::T, deps: &Deps) {
         // Committed transactions come with their body; without it, claim no key, which
         // only forgoes the chain shortcut.
-        static NO_KEYS: Keys = Keys::Set(std::collections::BTreeSet::new());
+        static NO_KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(Keys::none);
         let keys = self.txs.get(&t0).and_then(|state| state.keys());
         debug_assert!(keys.is_some(), "committed {t0:?} without a body");
         let keys = keys.unwrap_or(&NO_KEYS);

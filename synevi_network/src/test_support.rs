@@ -1,7 +1,6 @@
 //! Test helpers shared by the unit tests and the conformance suite: sample messages of
 //! every kind, proptest strategies, and an inbox that tests can await.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -55,7 +54,7 @@ fn keys() -> impl Strategy<Value = Keys> {
             proptest::collection::vec(any::<u8>(), 0..12).prop_map(Key::from),
             0..6
         )
-        .prop_map(Keys::Set),
+        .prop_map(Keys::set),
     ]
 }
 
@@ -185,7 +184,7 @@ pub(crate) fn every_message_kind() -> Vec<Message> {
         payload: Bytes::from_static(b"This is a transaction"),
     };
     let some_keys = Keys::set(["a", "b\u{0}c", "\u{1F600}"]);
-    let no_keys = Keys::Set(BTreeSet::new());
+    let no_keys = Keys::none();
     let messages = vec![
         Message::PreAccept(PreAccept {
             t0,

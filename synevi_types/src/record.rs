@@ -128,13 +128,23 @@ impl WriteBatch {
 
     /// Appends `later` to `self`; applying the result equals applying both in order.
     pub fn absorb(&mut self, later: WriteBatch) {
-        self.transactions.extend(later.transactions);
-        self.forget.extend(later.forget);
-        self.floors.extend(later.floors);
-        self.events.extend(later.events);
+        append(&mut self.transactions, later.transactions);
+        append(&mut self.forget, later.forget);
+        append(&mut self.floors, later.floors);
+        append(&mut self.events, later.events);
         if later.meta.is_some() {
             self.meta = later.meta;
         }
+    }
+}
+
+/// Appends `later` to `into`; into an empty list it moves the whole list instead of copying
+/// it (a driver absorbs every round of a group commit into one batch, most often just one).
+fn append<T>(into: &mut Vec<T>, mut later: Vec<T>) {
+    if into.is_empty() {
+        std::mem::swap(into, &mut later);
+    } else {
+        into.append(&mut later);
     }
 }
 

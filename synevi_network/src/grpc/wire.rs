@@ -6,8 +6,6 @@
 //! is a [`SyneviError::Decode`] naming the field, never a panic and never a default value
 //! silently standing in for a missing one.
 
-use std::collections::BTreeSet;
-
 use prost::Message as _;
 use synevi_types::{
     decode_t0s, encode_t0s, Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied,
@@ -331,7 +329,7 @@ fn keys_to(keys: Keys) -> proto::Keys {
     let kind = match keys {
         Keys::All => Kind::All(proto::AllKeys {}),
         Keys::Set(set) => Kind::Set(proto::KeySet {
-            keys: set.into_iter().map(|key| key.0).collect(),
+            keys: set.iter().map(|key| key.0.clone()).collect(),
         }),
     };
     proto::Keys { kind: Some(kind) }
@@ -341,9 +339,7 @@ fn keys_from(keys: proto::Keys, field: &str) -> Result<Keys, SyneviError> {
     use proto::keys::Kind;
     match keys.kind {
         Some(Kind::All(proto::AllKeys {})) => Ok(Keys::All),
-        Some(Kind::Set(set)) => Ok(Keys::Set(
-            set.keys.into_iter().map(Key).collect::<BTreeSet<Key>>(),
-        )),
+        Some(Kind::Set(set)) => Ok(Keys::set(set.keys.into_iter().map(Key))),
         None => Err(malformed(
             field,
             "has keys that are neither `all` nor a set",
