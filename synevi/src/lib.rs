@@ -21,7 +21,9 @@
 
 pub use async_trait::async_trait;
 pub use synevi_core::{Config, Node, NodeStatus, Stats};
-pub use synevi_types::{Executor, Key, Keys, SyneviError, SyneviResult, Transaction, Ulid, T, T0};
+pub use synevi_types::{
+    Executor, Key, KeySet, Keys, SyneviError, SyneviResult, Transaction, Ulid, T, T0,
+};
 
 /// Networks: how nodes reach each other.
 pub mod network {

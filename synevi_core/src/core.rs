@@ -635,11 +635,12 @@ impl Core {
     /// node steps in first and the others see its recovery (and defer) before their turn, so
     /// an overloaded cluster does not have every replica recovering every slow transaction.
     pub(crate) fn first_progress_delay(&self, t0: T0) -> u64 {
-        let voters: Vec<Serial> = self.quorums.voters().collect();
-        let position = |serial: Serial| voters.iter().position(|s| *s == serial);
+        // Once per transaction a replica learns: no list, just positions in the voters.
+        let count = self.quorums.voters().count();
+        let position = |serial: Serial| self.quorums.voters().position(|s| s == serial);
         let rank = match (position(self.serial), position(t0.0.serial)) {
-            (Some(own), Some(home)) => (own + voters.len() - home) % voters.len(),
-            _ => voters.len(),
+            (Some(own), Some(home)) => (own + count - home) % count,
+            _ => count,
         };
         self.config.recovery_timeout_ms * (1 + rank as u64)
     }

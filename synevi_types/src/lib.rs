@@ -26,7 +26,7 @@ mod traits;
 
 pub use ballot::Ballot;
 pub use error::SyneviError;
-pub use keys::{Deps, Key, Keys};
+pub use keys::{Deps, Key, KeySet, Keys};
 pub use message::*;
 pub use record::{Event, NodeMeta, Status, StoredState, TxRecord, WriteBatch};
 pub use t0_list::{decode_t0s, encode_t0s};

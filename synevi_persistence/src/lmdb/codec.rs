@@ -286,6 +286,29 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Key sets were `BTreeSet<Key>`s in format version 2; a `KeySet` (a sorted slice)
+        /// must encode to the same bytes, and decode what a `BTreeSet` wrote, so stored
+        /// records keep their format.
+        #[test]
+        fn key_sets_keep_the_stored_format(
+            keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..6), 0..6),
+        ) {
+            #[derive(serde::Serialize)]
+            enum Version2Keys {
+                #[allow(dead_code)]
+                All,
+                Set(std::collections::BTreeSet<synevi_types::Key>),
+            }
+            let set: std::collections::BTreeSet<synevi_types::Key> =
+                keys.iter().cloned().map(synevi_types::Key::from).collect();
+            let old = encode_value(&Version2Keys::Set(set)).expect("encodes");
+            let new = Keys::set(keys);
+            prop_assert_eq!(&encode_value(&new).expect("encodes"), &old);
+            prop_assert_eq!(decode_value::<Keys>(&old), Ok(new));
+        }
+    }
+
     #[test]
     fn format_record_round_trips_and_rejects_damage() {
         let record = FormatRecord {
