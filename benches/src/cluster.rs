@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use synevi::network::{GrpcNetwork, GrpcStats, LocalHub, LocalNetwork};
 use synevi::persistence::{LmdbStore, MemStore};
 use synevi::types::WriteBatch;
@@ -19,7 +19,7 @@ use synevi::{Config, Node, Stats, SyneviError, Ulid};
 use crate::tx::Counter;
 
 /// Which network the nodes talk over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum NetworkKind {
     /// `GrpcNetwork` on 127.0.0.1, one port per node: what a deployment runs.
@@ -29,7 +29,7 @@ pub enum NetworkKind {
 }
 
 /// Where the nodes keep their state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StoreKind {
     /// `MemStore`.
@@ -101,7 +101,7 @@ pub struct MessageTally {
 }
 
 /// One kind's messages in a [`MessageTally`] snapshot.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindCount {
     /// Messages sent.
     pub messages: u64,
@@ -226,7 +226,7 @@ pub struct BenchStore {
 }
 
 /// A store's commits, summed over a cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreCounters {
     /// `Store::commit` calls.
     pub commits: u64,
@@ -314,7 +314,7 @@ impl Store for BenchStore {
 pub type BenchNode = Node<BenchNetwork, Arc<Counter>, BenchStore>;
 
 /// What to start.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterSpec {
     /// How many nodes (all voters).
     pub nodes: u16,
@@ -340,7 +340,7 @@ pub struct Cluster {
 }
 
 /// Counters summed over every node of a cluster.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterCounters {
     /// Transactions coordinated to commit on the fast path.
     pub fast_path_commits: u64,

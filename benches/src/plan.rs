@@ -89,7 +89,7 @@ impl Settings {
         .into_iter()
         .map(|(name, per_node)| WorkloadSpec {
             name: name.to_string(),
-            group: "seed",
+            group: "seed".to_string(),
             cluster: cluster.clone(),
             keys: KeyMode::All,
             load: Load::Burst { per_node },
@@ -122,7 +122,7 @@ impl Settings {
                     };
                     specs.push(WorkloadSpec {
                         name: format!("{nodes}n-{store}-{keys}-c{clients}{network}"),
-                        group: "matrix",
+                        group: "matrix".to_string(),
                         cluster: self.cluster(nodes, self.network, store),
                         keys,
                         load: Load::Clients {

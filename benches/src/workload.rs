@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use indicatif::ProgressBar;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{
     tally_since, Cluster, ClusterCounters, ClusterSpec, KindCount, NetworkKind, StoreKind,
@@ -18,7 +18,7 @@ use crate::machine;
 use crate::tx::BenchTx;
 
 /// What the transactions of a workload touch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyMode {
     /// Each client has a key of its own: concurrent transactions never conflict.
@@ -52,7 +52,7 @@ impl KeyMode {
 }
 
 /// How transactions are submitted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Load {
     /// `clients` closed-loop clients: each submits its next transaction when the previous
@@ -90,12 +90,12 @@ impl Load {
 }
 
 /// One workload.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadSpec {
     /// Short unique name (`3n-mem-disjoint-c64`).
     pub name: String,
     /// Which part of the run it belongs to (`seed`, `matrix`).
-    pub group: &'static str,
+    pub group: String,
     /// The cluster it runs on (started fresh for it).
     pub cluster: ClusterSpec,
     /// What its transactions touch.
@@ -105,7 +105,7 @@ pub struct WorkloadSpec {
 }
 
 /// Latency percentiles in microseconds, from submission to the coordinator's reply.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     /// Median.
     pub p50_us: u64,
@@ -142,12 +142,12 @@ pub fn latency_histogram() -> Histogram<u64> {
 }
 
 /// What one workload measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadResult {
     /// The workload's name.
     pub name: String,
     /// Its part of the run.
-    pub group: &'static str,
+    pub group: String,
     /// Nodes in the cluster.
     pub nodes: u16,
     /// Their network.
@@ -270,7 +270,7 @@ fn summarise(
     let coordinated = counters.fast_path_commits + counters.slow_path_commits;
     WorkloadResult {
         name: spec.name.clone(),
-        group: spec.group,
+        group: spec.group.clone(),
         nodes: spec.cluster.nodes,
         network: spec.cluster.network,
         store: spec.cluster.store,
