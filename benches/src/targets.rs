@@ -224,8 +224,8 @@ fn with_long_run(mut targets: Vec<Target>, long_run: Option<&LongResult>) -> Vec
     if let Some(long) = long_run {
         let memory = &long.memory;
         targets.push(Target {
-            name: "long run: RssAnon growth after warm".into(),
-            ratio: Some(memory.growth_after_warm),
+            name: "long run: RssAnon trend of the second half, over the run".into(),
+            ratio: Some(memory.projected_growth),
             requirement: format!("<= {FLAT_GROWTH_MAX}"),
             verdict: if memory.flat {
                 Verdict::Pass
@@ -233,12 +233,13 @@ fn with_long_run(mut targets: Vec<Target>, long_run: Option<&LongResult>) -> Vec
                 Verdict::Miss
             },
             detail: format!(
-                "anon {:.1} MiB at {:.0} s → {:.1} MiB at the end (max {:.1} MiB), slope {:.0} KiB/min; VmRSS {:.1} → {:.1} MiB (includes LMDB's mapped files); {} transactions",
-                memory.warm_anon_kib as f64 / 1024.0,
+                "from {:.0} s: anon mean {:.1} MiB, slope {:.0} KiB/min ({:.1} → {:.1} MiB, max {:.1} MiB); VmRSS {:.1} → {:.1} MiB (includes LMDB's mapped files); {} transactions",
                 memory.warm_elapsed_s,
+                memory.mean_anon_after_warm_kib / 1024.0,
+                memory.slope_kib_per_min,
+                memory.warm_anon_kib as f64 / 1024.0,
                 memory.final_anon_kib as f64 / 1024.0,
                 memory.max_anon_after_warm_kib as f64 / 1024.0,
-                memory.slope_kib_per_min,
                 memory.warm_rss_kib as f64 / 1024.0,
                 memory.final_rss_kib as f64 / 1024.0,
                 long.committed,
