@@ -157,7 +157,7 @@ impl ConflictIndex {
                 self.all_keys.insert(t0);
             }
             Keys::Set(keys) => {
-                for key in keys.iter() {
+                for key in keys {
                     let entry = self.by_key.entry(key.clone()).or_default();
                     entry.members.insert(t0);
                 }
@@ -171,7 +171,7 @@ impl ConflictIndex {
         match keys {
             Keys::All => self.all_keys_max = self.all_keys_max.max(timestamp),
             Keys::Set(keys) => {
-                for key in keys.iter() {
+                for key in keys {
                     let entry = self.by_key.entry(key.clone()).or_default();
                     entry.max = entry.max.max(timestamp);
                 }
@@ -185,7 +185,7 @@ impl ConflictIndex {
         match keys {
             Keys::All => self.all_keys_reordered_ms = Some(now_ms),
             Keys::Set(keys) => {
-                for key in keys.iter() {
+                for key in keys {
                     self.by_key.entry(key.clone()).or_default().reordered_ms = Some(now_ms);
                 }
             }
@@ -214,7 +214,7 @@ impl ConflictIndex {
         match keys {
             Keys::All => self.all_keys.stabilise(t0),
             Keys::Set(keys) => {
-                for key in keys.iter() {
+                for key in keys {
                     if let Some(entry) = self.by_key.get_mut(key) {
                         entry.members.stabilise(t0);
                     }
@@ -233,7 +233,7 @@ impl ConflictIndex {
                 self.all_keys.remove(&t0);
             }
             Keys::Set(keys) => {
-                for key in keys.iter() {
+                for key in keys {
                     self.remove_from_key(key, &[t0]);
                 }
             }
@@ -315,7 +315,7 @@ impl ConflictIndex {
             Keys::All => slices.push(self.every.deps_below(bound)),
             Keys::Set(keys) => {
                 slices.push(self.all_keys.deps_below(bound));
-                for key in keys.iter() {
+                for key in keys {
                     if let Some(entry) = self.by_key.get(key) {
                         slices.push(entry.members.deps_below(bound));
                     }
@@ -347,7 +347,7 @@ impl ConflictIndex {
             Keys::All => self.every.all().collect(),
             Keys::Set(keys) => {
                 let mut found: Vec<T0> = self.all_keys.all().collect();
-                for key in keys.iter() {
+                for key in keys {
                     if let Some(entry) = self.by_key.get(key) {
                         found.extend(entry.members.all());
                     }

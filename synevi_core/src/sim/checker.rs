@@ -103,14 +103,14 @@ impl OnlineChecker {
                 order.last_all = Some((t, t0));
             }
             Keys::Set(keys) => {
-                for key in keys.iter() {
+                for key in keys {
                     if let Some(last) = order.last_by_key.get(key) {
                         if last.0 >= t {
                             return Err(violation(*last, "same key, higher t ran first"));
                         }
                     }
                 }
-                for key in keys.iter() {
+                for key in keys {
                     order.last_by_key.insert(key.clone(), (t, t0));
                 }
             }
