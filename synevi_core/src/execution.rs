@@ -32,6 +32,8 @@ pub struct ExecutionGraph {
     ready: BTreeSet<(T, T0)>,
     /// Reused by `commit`.
     scratch: Vec<(T, T0, bool)>,
+    /// Reused by `commit`: the transactions a commit releases.
+    released: Vec<T0>,
 }
 
 #[derive(Debug)]
@@ -125,18 +127,27 @@ impl ExecutionGraph {
         }
         // Everything that waited for this commit learns `t` now: those that execute after it
         // keep waiting (for its execution), the others are released.
-        if let Some(waiting) = self.waiters.remove(&t0) {
-            let mut still_waiting = Vec::new();
-            for dependant in waiting {
-                match self.nodes.get(&dependant) {
-                    Some(GraphNode::Pending { t: dependant_t, .. }) if t < *dependant_t => {
-                        still_waiting.push(dependant)
-                    }
-                    _ => self.release(dependant),
+        // The list is kept in place (with a hot key it holds many), the released collected
+        // in a reused list.
+        if let Some(mut waiting) = self.waiters.remove(&t0) {
+            let mut released = std::mem::take(&mut self.released);
+            let nodes = &self.nodes;
+            waiting.retain(|dependant| {
+                let keeps_waiting = matches!(
+                    nodes.get(dependant),
+                    Some(GraphNode::Pending { t: dependant_t, .. }) if t < *dependant_t
+                );
+                if !keeps_waiting {
+                    released.push(*dependant);
                 }
+                keeps_waiting
+            });
+            for dependant in released.drain(..) {
+                self.release(dependant);
             }
-            if !still_waiting.is_empty() {
-                self.waiters.insert(t0, still_waiting);
+            self.released = released;
+            if !waiting.is_empty() {
+                self.waiters.insert(t0, waiting);
             }
         }
     }
