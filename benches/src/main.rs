@@ -30,9 +30,10 @@ use synevi_benches::targets;
 use synevi_benches::workload::{self, KeyMode, WorkloadSpec};
 
 /// Benchmarks synevi clusters over gRPC on 127.0.0.1, all nodes of a cluster in one process
-/// (a fresh one for each workload): the seed's workloads, a matrix of nodes × clients × stores × keys, the machine's floor (bare gRPC
-/// round trip, synced LMDB commit) and a long run that samples memory. Prints a table and
-/// PASS/MISS per target, and writes everything as JSON.
+/// (a fresh one for each workload): the seed's workloads, a matrix of nodes × clients ×
+/// stores × keys, the machine's floor (bare gRPC round trip, synced LMDB commit) and a long
+/// run that samples memory. Prints a table and PASS/MISS per target, and writes everything
+/// as JSON.
 #[derive(Parser, Debug)]
 #[command(name = "synevi-bench", version)]
 struct Cli {
