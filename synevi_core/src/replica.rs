@@ -107,13 +107,14 @@ impl Core {
     /// every held one with a lower `t0`, lowest first ([`Core::release_held_pre_accepts`]):
     /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
     /// still get `t = t0`. Holding is a delay, which the network may impose on any message,
-    /// so it cannot change what is safe, with two exceptions for a node's own transactions. A home node must know every
-    /// transaction it coordinates (its garbage-collection floor claims all it coordinated
-    /// below it is applied everywhere; `gc_tick`), so it records its own held transaction at
-    /// once, unvoted. And its vote, cast when released, is no longer in the round its
-    /// PreAccepts waited for, which early executions rely on (`Ready::execute_early`), so
-    /// the held transaction is marked `own_vote_late` and executes only once durable (the crash
-    /// test found a client answered for a commit whose coordinator's held vote a kill lost).
+    /// so it cannot change what is safe, with two exceptions for a node's own transactions.
+    /// A home node must know every transaction it coordinates (its garbage-collection floor
+    /// claims all it coordinated below it is applied everywhere; `gc_tick`), so it records
+    /// its own held transaction at once, unvoted. And its vote, cast when released, is no
+    /// longer in the round its PreAccepts waited for, which early executions rely on
+    /// (`Ready::execute_early`), so the held transaction is marked `own_vote_late` and
+    /// executes only once durable (the crash test found a client answered for a commit
+    /// whose coordinator's held vote a kill lost).
     pub(crate) fn hold_or_pre_accept(&mut self, from: Serial, message: PreAccept) {
         let window = self.config.pre_accept_window_ms;
         let hold = window > 0

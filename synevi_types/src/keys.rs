@@ -84,7 +84,7 @@ impl Keys {
 
     /// A key set of one key.
     pub fn single(key: impl Into<Key>) -> Keys {
-        Keys::Set(KeySet(Arc::new([key.into()])))
+        Keys::Set(KeySet::from_sorted(Arc::new([key.into()])))
     }
 
     /// The empty key set: conflicts with nothing.
@@ -120,6 +120,16 @@ impl Keys {
 pub struct KeySet(Arc<[Key]>);
 
 impl KeySet {
+    /// Every set is built here, from keys already sorted and without duplicates:
+    /// [`KeySet::contains`] searches by bisection and equal sets must compare equal.
+    fn from_sorted(keys: Arc<[Key]>) -> KeySet {
+        debug_assert!(
+            keys.windows(2).all(|pair| pair[0] < pair[1]),
+            "key set not sorted or with duplicates"
+        );
+        KeySet(keys)
+    }
+
     /// Whether `key` is in the set (a binary search).
     pub fn contains(&self, key: &Key) -> bool {
         self.0.binary_search(key).is_ok()
@@ -139,7 +149,7 @@ impl FromIterator<Key> for KeySet {
         let mut keys: Vec<Key> = keys.into_iter().collect();
         keys.sort_unstable();
         keys.dedup();
-        KeySet(keys.into())
+        KeySet::from_sorted(keys.into())
     }
 }
 
