@@ -127,7 +127,7 @@ impl MessageTally {
             Message::AcceptInvalidate(_) => (8, 0),
             Message::AcceptInvalidateOk(_) => (9, 0),
             Message::CommitInvalidate(_) => (10, 0),
-            Message::Applied(m) => (11, m.t0s.len()),
+            Message::Applied(m) => (11, m.t0s.len() + m.committed.len()),
             Message::Forget(m) => (12, m.t0s.len()),
             Message::Inquire(m) => (13, m.t0s.len()),
         };

@@ -191,6 +191,7 @@ impl EchoPair {
             to: 2,
             message: Message::Applied(Applied {
                 t0s: vec![T0(Timestamp::new(sequence, 0, 1))],
+                committed: Vec::new(),
             }),
         }
     }

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rustc_hash::FxHashMap;
 use synevi_types::{
-    Ballot, Deps, Envelope, Hlc, Keys, Message, NodeId, NodeMeta, Serial, Status, StoredState,
-    SyneviError, Timestamp, TxBody, TxRecord, T0,
+    Applied, Ballot, Deps, Envelope, Hlc, Keys, Message, NodeId, NodeMeta, Serial, Status,
+    StoredState, SyneviError, Timestamp, TxBody, TxRecord, T0,
 };
 
 use crate::config::Config;
@@ -59,9 +59,27 @@ pub(crate) struct TxState {
     /// reached before the round holding the vote is durable: its execution must not run
     /// early (`Ready::execute_early`).
     pub own_vote_late: bool,
+    /// Voters known to hold its commit durably, this node included (`pruning.rs`): once
+    /// every majority must meet one of them, no recovery can miss the decision.
+    pub commit_holders: u8,
 }
 
 impl TxState {
+    /// A state for `record` with nothing yet known beyond it: not handed to execution,
+    /// never inquired or recovered, not known stable, no other holder of its commit known.
+    pub fn new(record: TxRecord) -> Self {
+        TxState {
+            record,
+            executed: false,
+            inquired: false,
+            progress_due_ms: 0,
+            recovery_attempts: 0,
+            stable: false,
+            own_vote_late: false,
+            commit_holders: 0,
+        }
+    }
+
     pub fn keys(&self) -> Option<&Keys> {
         self.record.body.as_ref().map(|body| &body.keys)
     }
@@ -92,7 +110,7 @@ pub struct Core {
     next_event_seq: u64,
     /// `Applied` acknowledgements to send, per home node, gathered over a step and held
     /// (see [`HOLD_MS`]).
-    pending_acks: BTreeMap<Serial, Vec<T0>>,
+    pending_acks: BTreeMap<Serial, Applied>,
     /// When the oldest held acknowledgement or announcement must go out.
     held_due_ms: Option<u64>,
     /// PreAccepts held back under contention, by `t0` (see `Config::pre_accept_window_ms`).
@@ -218,16 +236,12 @@ impl Core {
             if record.status == Status::Committed {
                 committed.push((t0, record.t, record.deps.clone()));
             }
+            // Who holds its commit is not recorded: counting nobody only keeps it in deps.
             core.txs.insert(
                 t0,
                 TxState {
-                    record,
                     executed,
-                    inquired: false,
-                    progress_due_ms: 0,
-                    recovery_attempts: 0,
-                    stable: false,
-                    own_vote_late: false,
+                    ..TxState::new(record)
                 },
             );
         }
@@ -435,7 +449,21 @@ impl Core {
     /// Queues "applied `t0`" for its home node, which tracks when every member has applied
     /// it; sent with the next [`Core::take_ready`], after the applied state is persisted.
     pub(crate) fn queue_applied_ack(&mut self, t0: T0) {
-        self.pending_acks.entry(t0.0.serial).or_default().push(t0);
+        self.pending_acks
+            .entry(t0.0.serial)
+            .or_default()
+            .t0s
+            .push(t0);
+    }
+
+    /// Queues "I hold the commit of `t0`" for its home node (`pruning.rs`), sent as
+    /// [`Core::queue_applied_ack`]'s are: after the round holding the commit is durable.
+    pub(crate) fn queue_committed_ack(&mut self, t0: T0) {
+        self.pending_acks
+            .entry(t0.0.serial)
+            .or_default()
+            .committed
+            .push(t0);
     }
 
     /// Takes the effects accumulated since the last call. See [`Ready`] for what the driver
@@ -480,13 +508,19 @@ impl Core {
                 .collect()
         };
         let release = |to: Serial| due || busy.contains(&to);
-        for (home, t0s) in std::mem::take(&mut self.pending_acks) {
+        let before = self.ready.messages.len();
+        for (home, acks) in std::mem::take(&mut self.pending_acks) {
             if home == self.serial || release(home) {
-                self.send(home, Message::Applied(synevi_types::Applied { t0s }));
+                self.send(home, Message::Applied(acks));
             } else {
-                self.pending_acks.insert(home, t0s);
+                self.pending_acks.insert(home, acks);
             }
         }
+        // Acknowledgements first: a home node that learns who holds its commits before it
+        // reads the answers travelling with them leaves more covered deps out of the commits
+        // those answers complete (`pruning.rs`).
+        let acks = self.ready.messages.len() - before;
+        self.ready.messages.rotate_right(acks);
         // Acknowledgements to itself are handled here, and may complete announcements.
         self.flush_local();
         let all_peers_busy = self
@@ -808,6 +842,20 @@ pub(crate) fn three_cores(config: Config) -> Vec<Core> {
     }
     cores
 }
+
+/// A moment for unit tests.
+#[cfg(test)]
+pub(crate) const NOW: Now = Now {
+    wall_ms: 1_000,
+    monotonic_ms: 0,
+};
+
+/// [`NOW`] plus the hold of acknowledgements (unit tests).
+#[cfg(test)]
+pub(crate) const LATER: Now = Now {
+    wall_ms: 1_000 + HOLD_MS,
+    monotonic_ms: HOLD_MS,
+};
 
 /// Takes every core's effects, acknowledging executions at once; returns the messages (unit
 /// tests).

@@ -20,10 +20,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::{FxHashMap, FxHashSet};
-use synevi_types::{Deps, Forget, Keys, Message, Serial, Status, Timestamp, T0};
+use synevi_types::{Forget, Keys, Message, Serial, Status, Timestamp, T0};
 
 use crate::core::Core;
 use crate::quorum::Quorums;
+
+/// Home node: the members that acknowledged one of its transactions.
+#[derive(Debug, Default)]
+struct HomeAcks {
+    /// Members that applied it.
+    applied: BTreeSet<Serial>,
+    /// Members that hold its commit durably: those that said so, and those that applied it.
+    holding: BTreeSet<Serial>,
+}
+
+/// What an acknowledgement told a home node ([`Gc::home_applied`], [`Gc::home_holds`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HomeAck {
+    /// The member is newly known to hold the transaction's commit.
+    pub new_holder: bool,
+    /// Every member applied it.
+    pub everywhere: bool,
+}
 
 /// What a node tracks to decide when it may forget.
 #[derive(Debug, Default)]
@@ -34,10 +52,10 @@ pub(crate) struct Gc {
     floors: BTreeMap<Serial, T0>,
     /// Per member: its latest decided floor.
     decided_floors: BTreeMap<Serial, Timestamp>,
-    /// Home node: members that acknowledged applying each of its own decided transactions.
-    home_acks: FxHashMap<T0, BTreeSet<Serial>>,
+    /// Home node: what members acknowledged of each of its own decided transactions.
+    home_acks: FxHashMap<T0, HomeAcks>,
     /// Held transactions known to be applied by every member.
-    applied_everywhere: BTreeSet<T0>,
+    pub(crate) applied_everywhere: BTreeSet<T0>,
     /// Own transactions found applied everywhere since the last announcement.
     newly_applied_everywhere: Vec<T0>,
     next_gossip_ms: u64,
@@ -77,24 +95,43 @@ impl Gc {
         }
     }
 
-    /// Home node: `from` applied `t0`. True when that makes every member.
-    pub fn home_applied(&mut self, t0: T0, from: Serial, quorums: &Quorums) -> bool {
+    /// Home node: `from` applied `t0`. Whether that acknowledgement is `from`'s first for
+    /// `t0`, and whether it makes every member.
+    pub fn home_applied(&mut self, t0: T0, from: Serial, quorums: &Quorums) -> HomeAck {
         let Some(acks) = self.home_acks.get_mut(&t0) else {
-            return false;
+            return HomeAck::default();
         };
-        acks.insert(from);
-        if quorums.members().all(|member| acks.contains(&member)) {
+        acks.applied.insert(from);
+        let new_holder = acks.holding.insert(from);
+        let everywhere = quorums
+            .members()
+            .all(|member| acks.applied.contains(&member));
+        if everywhere {
             self.home_acks.remove(&t0);
             self.newly_applied_everywhere.push(t0);
-            return true;
         }
-        false
+        HomeAck {
+            new_holder,
+            everywhere,
+        }
+    }
+
+    /// Home node: `from` holds the commit of `t0` durably. Whether that is news.
+    pub fn home_holds(&mut self, t0: T0, from: Serial) -> bool {
+        self.home_acks
+            .get_mut(&t0)
+            .is_some_and(|acks| acks.holding.insert(from))
     }
 
     /// Home node: members that have not acknowledged `t0`; `None` if not tracked.
     pub fn home_missing(&self, t0: T0, quorums: &Quorums) -> Option<Vec<Serial>> {
         let acks = self.home_acks.get(&t0)?;
-        Some(quorums.members().filter(|m| !acks.contains(m)).collect())
+        Some(
+            quorums
+                .members()
+                .filter(|m| !acks.applied.contains(m))
+                .collect(),
+        )
     }
 
     /// The cluster's decided floor `G`, once every member has reported one.
@@ -199,34 +236,6 @@ impl Core {
         if let Some(keys) = state.keys() {
             self.conflicts.stabilise(t0, keys);
         }
-    }
-
-    /// Leaves out of `deps` what this node knows every member applied. Deps are gathered
-    /// when a coordination starts and sent on when it proposes or commits, often after
-    /// many of them stabilised (with one hot key, about half of a commit's deps): those
-    /// need not travel, be stored or be checked again.
-    ///
-    /// Safe for execution: every member already applied a stable dep, so none would wait
-    /// for it. Safe as recovery evidence (`replica.rs`, `recover_ok`): another
-    /// transaction's deps are only ever asked whether they hold the transaction being
-    /// recovered, and a stable transaction is never recovered from evidence, because every
-    /// member holds it decided (or forgot it after every member applied it).
-    ///
-    /// `TxState::stable` is a copy of "in `gc.applied_everywhere`" kept where the hash lookup
-    /// for the state already lands; it is set only by `mark_applied_everywhere`, so it may
-    /// lag (a state created after the mark stays `false`, which only keeps a dep) but never
-    /// claims more than the set. Checked here in debug builds.
-    pub(crate) fn drop_stable_deps(&self, deps: &mut Deps) {
-        deps.retain(|dep| match self.txs.get(dep) {
-            Some(state) => {
-                debug_assert!(
-                    !state.stable || self.gc.applied_everywhere.contains(dep),
-                    "{dep:?} marked stable but not known applied everywhere"
-                );
-                !state.stable
-            }
-            None => !self.gc.is_forgotten(*dep),
-        });
     }
 
     pub(crate) fn on_forget(&mut self, from: Serial, message: Forget) {
@@ -335,19 +344,8 @@ mod tests {
     use synevi_types::{Bytes, Envelope, Keys, TxBody};
 
     use super::*;
-    use crate::core::{deliver, run_quiet, take_all};
+    use crate::core::{deliver, run_quiet, take_all, LATER, NOW};
     use crate::{Config, Now};
-
-    const NOW: Now = Now {
-        wall_ms: 1_000,
-        monotonic_ms: 0,
-    };
-
-    /// Past the hold of acknowledgements.
-    const LATER: Now = Now {
-        wall_ms: 1_010,
-        monotonic_ms: 10,
-    };
 
     fn three_cores() -> Vec<Core> {
         crate::core::three_cores(Config::default())
@@ -444,7 +442,8 @@ mod tests {
             );
             deliver(&mut cores, messages, NOW);
         }
-        // Node 2 coordinates Y: its acknowledgement of X travels with Y's PreAccept.
+        // Node 2 coordinates Y: its acknowledgement of X travels with Y's PreAccept, ahead of
+        // it (`release_held`).
         let _y = cores[1].submit(NOW, body(2));
         let from_two = cores[1].take_ready().messages;
         let to_one: Vec<&Message> = from_two
@@ -454,7 +453,7 @@ mod tests {
             .collect();
         assert!(matches!(
             to_one.as_slice(),
-            [Message::PreAccept(_), Message::Applied(_)]
+            [Message::Applied(_), Message::PreAccept(_)]
         ));
         // Node 3 has nothing for node 1 until the hold is over.
         assert!(cores[2].take_ready().messages.is_empty());

@@ -74,6 +74,7 @@ mod effects;
 mod execution;
 mod gc;
 mod outcome;
+mod pruning;
 mod quorum;
 mod replica;
 pub mod sim;

@@ -89,6 +89,13 @@ impl Quorums {
         self.voters.len() / 2 + 1
     }
 
+    /// How many voters must hold something for every majority of voters to include one of
+    /// them: `voters - majority + 1`. Voters are only ever added, so a count of voters that
+    /// reaches this number stays above what any future majority can miss.
+    pub fn every_majority_meets(&self) -> usize {
+        self.voters.len() - self.slow_quorum() + 1
+    }
+
     /// `t == t0` answers from electorate members the fast path needs:
     /// `ceil((|E| + f + 1) / 2)`.
     pub fn fast_quorum(&self) -> usize {

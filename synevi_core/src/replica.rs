@@ -23,18 +23,8 @@ impl Core {
             if self.gc.is_forgotten(t0) {
                 return false;
             }
-            self.txs.insert(
-                t0,
-                TxState {
-                    record: Core::blank_record(t0, None),
-                    executed: false,
-                    inquired: false,
-                    progress_due_ms: 0,
-                    recovery_attempts: 0,
-                    stable: false,
-                    own_vote_late: false,
-                },
-            );
+            self.txs
+                .insert(t0, TxState::new(Core::blank_record(t0, None)));
             let due = self.now_ms() + self.first_progress_delay(t0);
             self.set_progress(t0, due);
         }
@@ -86,7 +76,8 @@ impl Core {
             let now = self.now_ms();
             self.conflicts.note_reorder(&keys, now);
         }
-        let deps = self.conflicts.deps(&keys, t0.0, t0);
+        let mut deps = self.conflicts.deps(&keys, t0.0, t0);
+        self.prune_deps(&mut deps, t0, &keys);
         // Later conflicting transactions must be ordered after this one, and this node's
         // clock must never issue `t` as a `t0` of its own.
         self.conflicts.witness(&keys, t.0);
@@ -236,10 +227,9 @@ impl Core {
             // A coordinator is driving it: no need to recover it soon.
             self.defer_progress(t0);
         }
-        let deps = self
-            .conflicts
-            .deps(&keys, message.t.0, t0)
-            .without(&proposed);
+        let mut deps = self.conflicts.deps(&keys, message.t.0, t0);
+        self.prune_deps(&mut deps, t0, &keys);
+        let deps = deps.without(&proposed);
         let reply = AcceptOk {
             t0,
             ballot: message.ballot,
@@ -248,8 +238,12 @@ impl Core {
         self.send(from, Message::AcceptOk(reply));
     }
 
-    pub(crate) fn on_commit(&mut self, _from: Serial, message: Commit) {
+    pub(crate) fn on_commit(&mut self, from: Serial, message: Commit) {
         let t0 = message.t0;
+        // Who holds the commit durably once this node's round is: the sender made it durable
+        // before sending, and this node before anything it sends after this step leaves.
+        let holders = u8::from(self.quorums.is_voter(self.serial))
+            + u8::from(from != self.serial && self.quorums.is_voter(from));
         self.clock.witness(t0.0);
         self.clock.witness(message.t.0);
         assert!(
@@ -284,12 +278,23 @@ impl Core {
             _ => {}
         }
         state.record.status = Status::Committed;
+        state.commit_holders = holders;
         state.record.t = message.t;
         state.record.deps = message.deps.clone();
         self.stats.committed_deps_total += message.deps.len() as u64;
         self.conflicts.witness(&message.body.keys, message.t.0);
         self.mark_dirty(t0);
         self.on_decided(t0);
+        // Tell its home node this voter holds the commit, so that the home can leave it out
+        // of its coordinations' deps (`pruning.rs`); a transaction that depends on nothing
+        // most likely sits on keys nothing else uses, where that acknowledgement would go
+        // unused (its `Applied` acknowledgement still counts, later).
+        if t0.0.serial != self.serial
+            && self.quorums.is_voter(self.serial)
+            && !message.deps.is_empty()
+        {
+            self.queue_committed_ack(t0);
+        }
         self.add_to_execution(t0, message.t, &message.deps);
         self.drain_executions();
     }
@@ -391,6 +396,7 @@ impl Core {
         if record.status == Status::PreAccepted {
             // A fresher (larger) answer than the stored one; both are sound.
             reply.deps = self.conflicts.deps(keys, t0.0, t0);
+            self.prune_deps(&mut reply.deps, t0, keys);
         }
         if record.status.is_decided() {
             return Some(reply);

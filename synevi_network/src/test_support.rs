@@ -143,7 +143,7 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
             |(t0, ballot)| Message::AcceptInvalidateOk(AcceptInvalidateOk { t0, ballot })
         ),
         t0().prop_map(|t0| Message::CommitInvalidate(CommitInvalidate { t0 })),
-        t0s().prop_map(|t0s| Message::Applied(Applied { t0s })),
+        (t0s(), t0s()).prop_map(|(t0s, committed)| Message::Applied(Applied { t0s, committed })),
         (t0(), t0s(), timestamp()).prop_map(|(floor, t0s, decided_floor)| {
             Message::Forget(Forget {
                 floor,
@@ -247,6 +247,7 @@ pub(crate) fn every_message_kind() -> Vec<Message> {
         Message::CommitInvalidate(CommitInvalidate { t0 }),
         Message::Applied(Applied {
             t0s: vec![t0, T0(ts(1, 2, 3))],
+            committed: vec![T0(ts(1, 2, 4))],
         }),
         Message::Forget(Forget {
             floor: t0,

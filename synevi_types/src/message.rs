@@ -163,12 +163,18 @@ pub struct CommitInvalidate {
     pub t0: T0,
 }
 
-/// "I have applied these transactions" (executed, or skipped as invalidated); sent to the
-/// transactions' coordinators, which track when every member has applied them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// "I have applied these transactions" (executed, or skipped as invalidated), and "I hold the
+/// commit of these": sent to the transactions' home nodes (their original coordinators), which
+/// track when every member has applied them, and which members hold their commits.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// The transactions applied.
     pub t0s: Vec<T0>,
+    /// Transactions committed here and not yet applied. Their commits are durable here: a
+    /// message leaves only after the round it was sent in, and every earlier one, is
+    /// durable. A home node that knows enough voters hold a commit stops naming the
+    /// transaction in deps that another dep covers (`pruning.rs` in `synevi_core`).
+    pub committed: Vec<T0>,
 }
 
 /// Periodic, from every node to everyone: what it knows is finished. Drives garbage
@@ -261,7 +267,7 @@ impl Message {
             Message::AcceptInvalidate(m) => vec![m.t0],
             Message::AcceptInvalidateOk(m) => vec![m.t0],
             Message::CommitInvalidate(m) => vec![m.t0],
-            Message::Applied(m) => m.t0s.clone(),
+            Message::Applied(m) => m.t0s.iter().chain(&m.committed).copied().collect(),
             Message::Forget(m) => m.t0s.clone(),
             Message::Inquire(m) => m.t0s.clone(),
         }

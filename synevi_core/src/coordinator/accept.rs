@@ -13,12 +13,19 @@ impl Core {
     /// Proposes `t` at the coordination's ballot to every voter. Replicas answer with the
     /// deps they know below `t`; the commit carries their union.
     pub(crate) fn start_accept(&mut self, t0: T0, t: T, mut deps: Deps) {
-        self.drop_stable_deps(&mut deps);
-        let Some(coordination) = self.coordinations.get_mut(&t0) else {
+        let Some(body) = self
+            .coordinations
+            .get(&t0)
+            .and_then(|coordination| coordination.body.clone())
+        else {
+            debug_assert!(
+                !self.coordinations.contains_key(&t0),
+                "Accept without a body for {t0:?}"
+            );
             return;
         };
-        let Some(body) = coordination.body.clone() else {
-            debug_assert!(false, "Accept without a body for {t0:?}");
+        self.prune_deps(&mut deps, t0, &body.keys);
+        let Some(coordination) = self.coordinations.get_mut(&t0) else {
             return;
         };
         assert!(t >= t0, "proposing t {t:?} below {t0:?}");

@@ -11,7 +11,6 @@ use crate::core::{Core, Timer};
 impl Core {
     /// The coordination chose `(t, deps)`: tell every member, including this node.
     pub(crate) fn commit(&mut self, t0: T0, t: T, mut deps: Deps) {
-        self.drop_stable_deps(&mut deps);
         let Some(coordination) = self.coordinations.remove(&t0) else {
             return;
         };
@@ -19,6 +18,7 @@ impl Core {
             debug_assert!(false, "commit without a body for {t0:?}");
             return;
         };
+        self.prune_deps(&mut deps, t0, &body.keys);
         self.send_to_members(Message::Commit(Commit { t0, t, deps, body }));
     }
 
@@ -111,10 +111,32 @@ impl Core {
 
     /// Acknowledgements from members that applied transactions this node is home of.
     pub(crate) fn on_applied(&mut self, from: Serial, message: synevi_types::Applied) {
+        // A member that applied a transaction holds its commit too, durably: the
+        // acknowledgement left after the round recording the commit (an earlier one).
+        let from_voter = from != self.serial && self.quorums.is_voter(from);
+        for t0 in message.committed {
+            if t0.0.serial == self.serial && self.gc.home_holds(t0, from) && from_voter {
+                self.count_commit_holder(t0);
+            }
+        }
         for t0 in message.t0s {
-            if t0.0.serial == self.serial && self.gc.home_applied(t0, from, &self.quorums) {
+            if t0.0.serial != self.serial {
+                continue;
+            }
+            let ack = self.gc.home_applied(t0, from, &self.quorums);
+            if ack.new_holder && from_voter {
+                self.count_commit_holder(t0);
+            }
+            if ack.everywhere {
                 self.mark_applied_everywhere(t0);
             }
+        }
+    }
+
+    /// One more voter holds the commit of `t0` durably (`pruning.rs`).
+    fn count_commit_holder(&mut self, t0: T0) {
+        if let Some(state) = self.txs.get_mut(&t0) {
+            state.commit_holders = state.commit_holders.saturating_add(1);
         }
     }
 

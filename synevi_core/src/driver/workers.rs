@@ -765,7 +765,10 @@ mod tests {
 
     #[test]
     fn only_rounds_nothing_waits_for_may_wait() {
-        let applied = Message::Applied(Applied { t0s: vec![t0(1)] });
+        let applied = Message::Applied(Applied {
+            t0s: vec![t0(1)],
+            committed: Vec::new(),
+        });
         let forget = Message::Forget(Forget {
             floor: t0(1),
             t0s: vec![],

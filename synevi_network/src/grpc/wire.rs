@@ -106,6 +106,7 @@ pub(crate) fn envelope_to_proto(envelope: Envelope) -> proto::Envelope {
         }),
         Message::Applied(m) => M::Applied(proto::Applied {
             t0s: t0s_to(&m.t0s),
+            committed: t0s_to(&m.committed),
         }),
         Message::Forget(m) => M::Forget(proto::Forget {
             floor: Some(t0_to(m.floor)),
@@ -198,6 +199,7 @@ pub(crate) fn envelope_from_proto(envelope: proto::Envelope) -> Result<Envelope,
         }),
         M::Applied(m) => Message::Applied(Applied {
             t0s: t0s_from(m.t0s, "Applied.t0s")?,
+            committed: t0s_from(m.committed, "Applied.committed")?,
         }),
         M::Forget(m) => Message::Forget(Forget {
             floor: t0_from(m.floor, "Forget.floor")?,
