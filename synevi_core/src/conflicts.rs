@@ -13,16 +13,24 @@
 //! (`gc.rs` explains when that is safe). Forgotten and invalidated transactions leave the
 //! index; the highest timestamps they contributed stay, so a transaction that conflicts with
 //! a forgotten one is still ordered after it.
+//!
+//! An active transaction is also *settled* once it is committed and enough voters hold its
+//! commit that every majority meets one of them: deps leave it out where a later settled
+//! transaction covers it (`pruning.rs` explains when that is safe). The index keeps settled
+//! transactions with their `t`, so that deps are pruned without looking up any state.
 
 use rustc_hash::FxHashMap;
 use synevi_types::{Deps, Key, Keys, Timestamp, T0};
 
-/// Active and stable transactions of one index entry, each a sorted vector: transactions
-/// mostly arrive in `t0` order (appended at the end), and the deps below a bound are then one
-/// contiguous slice.
+/// The transactions of one index entry in three disjoint lists: active ones not settled and
+/// stable ones, each sorted by `t0` (transactions mostly arrive in `t0` order, appended at the
+/// end, and the active ones below a bound are one contiguous slice), and settled ones with
+/// their `t`, sorted by `t` (the highest below a bound is one binary search away, and the
+/// ones above it, which a dep below that bound still names, are the short tail).
 #[derive(Debug, Default)]
 struct Entry {
     active: Vec<T0>,
+    settled: Vec<(Timestamp, T0)>,
     stable: Vec<T0>,
 }
 
@@ -63,44 +71,116 @@ fn remove_sorted(list: &mut Vec<T0>, gone: &[T0]) {
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.active.is_empty() && self.stable.is_empty()
+        self.active.is_empty() && self.settled.is_empty() && self.stable.is_empty()
     }
 
     fn insert(&mut self, t0: T0) -> bool {
         sorted_insert(&mut self.active, t0)
     }
 
+    fn settled_position(&self, t0: &T0) -> Option<usize> {
+        self.settled.iter().position(|(_, settled)| settled == t0)
+    }
+
     fn remove(&mut self, t0: &T0) -> bool {
-        sorted_remove(&mut self.active, t0) | sorted_remove(&mut self.stable, t0)
+        if sorted_remove(&mut self.active, t0) || sorted_remove(&mut self.stable, t0) {
+            return true;
+        }
+        // Settled transactions are stable before they are forgotten; rarely found here.
+        match self.settled_position(t0) {
+            Some(at) => {
+                self.settled.remove(at);
+                true
+            }
+            None => false,
+        }
     }
 
     fn contains(&self, t0: &T0) -> bool {
-        self.active.binary_search(t0).is_ok() || self.stable.binary_search(t0).is_ok()
+        self.active.binary_search(t0).is_ok()
+            || self.stable.binary_search(t0).is_ok()
+            || self.settled_position(t0).is_some()
     }
 
     /// Removes every element of the sorted `gone`.
     fn remove_all(&mut self, gone: &[T0]) {
         remove_sorted(&mut self.active, gone);
         remove_sorted(&mut self.stable, gone);
+        if !self.settled.is_empty() {
+            self.settled
+                .retain(|(_, t0)| gone.binary_search(t0).is_err());
+        }
     }
 
-    fn stabilise(&mut self, t0: T0) {
+    /// An active member is settled, committed at `t`.
+    fn settle(&mut self, t0: T0, t: Timestamp) {
         if sorted_remove(&mut self.active, &t0) {
+            let at = self.settled.partition_point(|settled| *settled < (t, t0));
+            self.settled.insert(at, (t, t0));
+        }
+    }
+
+    /// Every settled member becomes merely active again.
+    fn unsettle_all(&mut self) {
+        if !self.settled.is_empty() {
+            self.active.extend(self.settled.drain(..).map(|(_, t0)| t0));
+            self.active.sort_unstable();
+        }
+    }
+
+    /// A member is applied everywhere; `t` is where it was committed, if known.
+    fn stabilise(&mut self, t0: T0, t: Option<Timestamp>) {
+        if sorted_remove(&mut self.active, &t0) {
+            sorted_insert(&mut self.stable, t0);
+            return;
+        }
+        let settled_at = match t {
+            Some(t) => self.settled.binary_search(&(t, t0)).ok(),
+            None => self.settled_position(&t0),
+        };
+        if let Some(at) = settled_at {
+            self.settled.remove(at);
             sorted_insert(&mut self.stable, t0);
         }
     }
 
-    /// The active transactions below `bound`: the deps this entry contributes.
-    fn deps_below(&self, bound: T0) -> &[T0] {
+    /// The active members below `bound` that are not settled: deps whatever else is known.
+    fn unsettled_below(&self, bound: T0) -> &[T0] {
         &self.active[..self.active.partition_point(|t0| *t0 < bound)]
     }
 
+    /// The highest `t` of a settled member below `t0`'s own: the dep of a transaction `t0`
+    /// that covers the settled members committed below it which conflict with it. A member's
+    /// `t` is at least its `t0`, so that member is a dep of `t0`.
+    fn anchor_below(&self, t0: T0) -> Option<Timestamp> {
+        let below = self.settled.partition_point(|(t, _)| *t < t0.0);
+        below.checked_sub(1).map(|last| self.settled[last].0)
+    }
+
+    /// Adds to `out` the settled members with a `t0` below `bound` that `anchor` does not
+    /// cover: those committed at or above it (the anchor itself among them).
+    fn settled_kept(&self, anchor: Option<Timestamp>, bound: T0, out: &mut Vec<T0>) {
+        let from = anchor.map_or(0, |anchor| {
+            self.settled.partition_point(|(t, _)| *t < anchor)
+        });
+        out.extend(
+            self.settled[from..]
+                .iter()
+                .map(|(_, t0)| *t0)
+                .filter(|t0| *t0 < bound),
+        );
+    }
+
     fn all(&self) -> impl Iterator<Item = T0> + '_ {
-        self.active.iter().chain(self.stable.iter()).copied()
+        self.active
+            .iter()
+            .chain(self.stable.iter())
+            .copied()
+            .chain(self.settled.iter().map(|(_, t0)| *t0))
     }
 
     fn len(&self) -> usize {
-        self.active.len() + self.stable.len()
+        self.active.len() + self.settled.len() + self.stable.len()
     }
 }
 
@@ -208,18 +288,40 @@ impl ConflictIndex {
         }
     }
 
-    /// Every member applied the transaction: leave it out of deps from now on.
-    pub fn stabilise(&mut self, t0: T0, keys: &Keys) {
-        self.every.stabilise(t0);
+    /// Every member applied the transaction, committed at `t` if known: leave it out of deps
+    /// from now on.
+    pub fn stabilise(&mut self, t0: T0, keys: &Keys, t: Option<Timestamp>) {
+        self.for_each_entry(keys, |entry| entry.stabilise(t0, t));
+    }
+
+    /// The active transaction `t0` on `keys` is committed at `t`, and every majority holds
+    /// its commit: deps may leave it out where a later settled one covers it.
+    pub fn settle(&mut self, t0: T0, keys: &Keys, t: Timestamp) {
+        self.for_each_entry(keys, |entry| entry.settle(t0, t));
+    }
+
+    /// Applies `change` to every existing entry a transaction on `keys` is in.
+    fn for_each_entry(&mut self, keys: &Keys, mut change: impl FnMut(&mut Entry)) {
+        change(&mut self.every);
         match keys {
-            Keys::All => self.all_keys.stabilise(t0),
+            Keys::All => change(&mut self.all_keys),
             Keys::Set(keys) => {
                 for key in keys {
                     if let Some(entry) = self.by_key.get_mut(key) {
-                        entry.members.stabilise(t0);
+                        change(&mut entry.members);
                     }
                 }
             }
+        }
+    }
+
+    /// Forgets which transactions are settled (a voter joined: more voters may now be needed
+    /// to meet every majority).
+    pub fn unsettle_all(&mut self) {
+        self.every.unsettle_all();
+        self.all_keys.unsettle_all();
+        for entry in self.by_key.values_mut() {
+            entry.members.unsettle_all();
         }
     }
 
@@ -306,35 +408,63 @@ impl ConflictIndex {
         }
     }
 
-    /// The active transactions conflicting with `keys` whose `t0` is below `bound`, `except`
-    /// itself: the deps.
-    pub fn deps(&self, keys: &Keys, bound: Timestamp, except: T0) -> Deps {
+    /// The deps of `t0` on `keys`: the active transactions conflicting with it whose `t0` is
+    /// below `bound` (at PreAccept `t0` itself, at Accept the proposed `t`), except `t0` and
+    /// the settled ones a settled dep covers (`pruning.rs`): those committed below the
+    /// highest `t` below `t0` of a settled transaction that conflicts with them. Within a
+    /// key's entry every member conflicts with every other; a [`Keys::All`] transaction
+    /// conflicts with everything. That covering dep is itself one of the deps: its `t0` is
+    /// at most its `t`, below `t0`, so below `bound`.
+    pub fn deps(&self, keys: &Keys, bound: Timestamp, t0: T0) -> Deps {
+        debug_assert!(bound >= t0.0, "deps of {t0:?} below {bound:?}");
         let bound = T0(bound);
         let mut slices: Vec<&[T0]> = Vec::new();
+        // Settled deps no covering dep is above: few (the covering ones, and those
+        // committed at a `t` above `t0`).
+        let mut settled: Vec<T0> = Vec::new();
+        let all_keys_anchor = self.all_keys.anchor_below(t0);
         match keys {
-            Keys::All => slices.push(self.every.deps_below(bound)),
+            Keys::All => {
+                slices.push(self.every.unsettled_below(bound));
+                self.every
+                    .settled_kept(all_keys_anchor, bound, &mut settled);
+            }
             Keys::Set(keys) => {
-                slices.push(self.all_keys.deps_below(bound));
+                slices.push(self.all_keys.unsettled_below(bound));
+                let mut highest = all_keys_anchor;
                 for key in keys {
                     if let Some(entry) = self.by_key.get(key) {
-                        slices.push(entry.members.deps_below(bound));
+                        let entry = &entry.members;
+                        slices.push(entry.unsettled_below(bound));
+                        let anchor = entry.anchor_below(t0).max(all_keys_anchor);
+                        entry.settled_kept(anchor, bound, &mut settled);
+                        highest = highest.max(anchor);
                     }
                 }
+                self.all_keys.settled_kept(highest, bound, &mut settled);
             }
         }
         slices.retain(|slice| !slice.is_empty());
         let mut deps: Vec<T0> = match slices.as_slice() {
-            [] => return Deps::new(),
-            // One sorted, duplicate-free slice (one key, or everything): take it as it is.
-            [only] => only.to_vec(),
+            [] if settled.is_empty() => return Deps::new(),
+            // One sorted, duplicate-free slice (one key, or everything) and the few settled
+            // deps: the slice as it is, each of those inserted where it belongs.
+            [only] if settled.len() <= 8 => {
+                let mut deps = Vec::with_capacity(only.len() + settled.len());
+                deps.extend_from_slice(only);
+                for dep in settled {
+                    sorted_insert(&mut deps, dep);
+                }
+                deps
+            }
             _ => {
-                let mut all: Vec<T0> = slices.concat();
-                all.sort_unstable();
-                all.dedup();
-                all
+                settled.extend(slices.concat());
+                settled.sort_unstable();
+                settled.dedup();
+                settled
             }
         };
-        if let Ok(at) = deps.binary_search(&except) {
+        if let Ok(at) = deps.binary_search(&t0) {
             deps.remove(at);
         }
         Deps::from_sorted(deps)
@@ -344,7 +474,11 @@ impl ConflictIndex {
     /// ascending: what recovery evidence is computed from.
     pub fn conflicting(&self, keys: &Keys, except: T0) -> Vec<T0> {
         let mut found: Vec<T0> = match keys {
-            Keys::All => self.every.all().collect(),
+            Keys::All => {
+                let mut found: Vec<T0> = self.every.all().collect();
+                found.sort_unstable();
+                found
+            }
             Keys::Set(keys) => {
                 let mut found: Vec<T0> = self.all_keys.all().collect();
                 for key in keys {
@@ -401,7 +535,7 @@ mod tests {
         assert_eq!(index.max_conflicting(&Keys::single("a")), ts(5));
         assert_eq!(index.max_conflicting(&Keys::single("c")), ts(3));
         // Applied everywhere: no longer a dep, still evidence.
-        index.stabilise(T0(ts(1)), &Keys::single("a"));
+        index.stabilise(T0(ts(1)), &Keys::single("a"), None);
         let deps = index.deps(&Keys::single("a"), ts(4), T0(ts(4)));
         assert_eq!(deps.as_slice(), &[T0(ts(3))]);
         let evidence = index.conflicting(&Keys::single("a"), T0(ts(4)));
@@ -413,7 +547,7 @@ mod tests {
         let mut index = ConflictIndex::default();
         index.insert(T0(ts(7)), &Keys::single("a"));
         index.witness(&Keys::single("a"), ts(9));
-        index.stabilise(T0(ts(7)), &Keys::single("a"));
+        index.stabilise(T0(ts(7)), &Keys::single("a"), None);
         index.remove(T0(ts(7)), &Keys::single("a"));
         assert_eq!((index.len(), index.key_entries()), (0, 0));
         assert_eq!(index.max_conflicting(&Keys::single("a")), ts(9));
@@ -463,21 +597,22 @@ mod tests {
 
     proptest! {
         /// Removing a set of transactions at once leaves the index exactly as removing them
-        /// one by one does, whatever their keys, their order, and which were stable.
+        /// one by one does, whatever their keys, their order, and which were settled or
+        /// stable.
         #[test]
         fn remove_all_is_remove_one_by_one(
-            txs in proptest::collection::vec((0u8..5, any::<bool>(), any::<bool>()), 0..40),
+            txs in proptest::collection::vec((0u8..5, 0u8..3, any::<bool>()), 0..40),
             unindexed in proptest::collection::vec(0usize..40, 0..4),
         ) {
             let mut batch = ConflictIndex::default();
             let mut single = ConflictIndex::default();
-            let txs: Vec<(T0, Keys, bool, bool)> = txs
+            let txs: Vec<(T0, Keys, u8, bool)> = txs
                 .into_iter()
                 .enumerate()
-                .map(|(i, (keys, stable, gone))| (T0(ts(i as u64 + 1)), keys_of(keys), stable, gone))
+                .map(|(i, (keys, state, gone))| (T0(ts(i as u64 + 1)), keys_of(keys), state, gone))
                 .collect();
             for index in [&mut batch, &mut single] {
-                for (i, (t0, keys, stable, _)) in txs.iter().enumerate() {
+                for (i, (t0, keys, state, _)) in txs.iter().enumerate() {
                     // Some are only witnessed (their removal must change nothing).
                     if unindexed.contains(&i) {
                         index.witness(keys, t0.0);
@@ -485,8 +620,13 @@ mod tests {
                     }
                     index.insert(*t0, keys);
                     index.witness(keys, t0.0);
-                    if *stable {
-                        index.stabilise(*t0, keys);
+                    // 1: settled (committed a little later, out of `t0` order); 2: stable,
+                    // every other one after being settled.
+                    if *state >= 1 {
+                        index.settle(*t0, keys, ts(t0.0.time + 2 + t0.0.time % 3));
+                    }
+                    if *state == 2 {
+                        index.stabilise(*t0, keys, None);
                     }
                 }
             }

@@ -310,6 +310,10 @@ impl Core {
             };
         }
         self.quorums.add(serial, voter)?;
+        if voter {
+            // Meeting every majority may take one more holder of a commit now.
+            self.conflicts.unsettle_all();
+        }
         self.meta.members.push((serial, voter));
         self.meta.members.sort_unstable();
         self.meta_dirty = true;

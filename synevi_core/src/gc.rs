@@ -233,8 +233,10 @@ impl Core {
             return;
         };
         state.stable = true;
+        let committed_at = matches!(state.record.status, Status::Committed | Status::Applied)
+            .then_some(state.record.t.0);
         if let Some(keys) = state.keys() {
-            self.conflicts.stabilise(t0, keys);
+            self.conflicts.stabilise(t0, keys, committed_at);
         }
     }
 

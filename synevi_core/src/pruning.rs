@@ -1,4 +1,5 @@
-//! Which deps need not be carried: [`Core::prune_deps`].
+//! Which deps need not be carried: [`ConflictIndex::deps`] leaves them out of the deps a
+//! replica computes, [`Core::prune_deps`] out of those a coordinator gathered.
 //!
 //! Deps serve two readers. Execution waits for them; recovery reads them as evidence of what
 //! a transaction witnessed. A dep may be left out when neither needs it:
@@ -7,53 +8,75 @@
 //!   stable transaction is never recovered from evidence, because every member holds it
 //!   decided (or forgot it after every member applied it).
 //! - **Covered** deps: `X` may be left out of the deps of `Y` when
-//!   1. `X` is committed and its commit is durable on enough voters that every majority
-//!      includes one of them (`TxState::commit_holders` against
+//!   1. `X` is *settled*: committed, and its commit is durable on enough voters that every
+//!      majority includes one of them (`TxState::commit_holders` against
 //!      `Quorums::every_majority_meets`). A recovery of `X` hears from a majority, so it
 //!      always finds the decision and finishes with it (`decide_recovery`, rule 1) before it
 //!      reads any evidence. No recovery can be misled by `Y` not naming `X`.
 //!   2. Another dep `Z` of `Y`, kept, is committed at `t(Z)` with `t(X) < t(Z) < t0(Y)`, and
-//!      `Z` conflicts with `X` (with a one-key `Y`, every dep conflicts with every other;
-//!      otherwise `Z` must be a `Keys::All` transaction). Then `t(Z) < t(Y)`, so `Y`
-//!      executes after `Z`; and because `Z` conflicts with `X` and `t(X) < t(Z)`, `Z`'s
-//!      own committed deps reach `X` (directly, or through a chain of such deps: the
-//!      argument in docs/protocol.md, "Why the deps are sufficient", by induction on `t`),
-//!      so `Z` executes after `X`. Every node therefore executes `Y` after `X` without `Y`
-//!      naming it.
+//!      `Z` conflicts with `X`. Then `t(Z) < t(Y)`, so `Y` executes after `Z`; and because
+//!      `Z` conflicts with `X` and `t(X) < t(Z)`, `Z`'s own committed deps reach `X`
+//!      (directly, or through a chain of such deps: the argument in docs/protocol.md, "Why
+//!      the deps are sufficient", by induction on `t`), so `Z` executes after `X`. Every
+//!      node therefore executes `Y` after `X` without `Y` naming it. If `Z` is left out in
+//!      turn, the dep that covers it covers `X` too.
+//!
+//! Who holds a commit: a node that learns a commit from another voter's `Commit` counts
+//! both (the sender made it durable before sending, this node does before anything it sends
+//! next leaves); a home node counts the voters that acknowledge it (`Applied`, whose
+//! `committed` list members send as soon as they commit a transaction that has deps).
+//!
+//! The replica's rule (`ConflictIndex::deps`, no state lookups): `Z` is the settled
+//! transaction with the highest `t` below `t0(Y)` in the same key's entry as `X`, or a
+//! settled `Keys::All` transaction. The coordinator's rule (`prune_deps`, one lookup per
+//! dep, as it must also drop what became stable): `Z` is the committed dep with the highest
+//! `t` below `t0(Y)` among those that conflict with every dep (any dep of a one-key `Y`; a
+//! `Keys::All` dep otherwise).
 //!
 //! With one hot key nearly every dep of a transaction is committed by the time it commits
-//! (about nine in ten at 256 clients), and all but the highest of them are covered by it, so
-//! deps are bounded by the transactions not yet committed instead of by those not yet
-//! applied everywhere.
+//! (about nine in ten at 256 clients), and all but the highest of them are covered by it
+//! once settled, so deps are bounded by the transactions not yet settled instead of by those
+//! not yet applied everywhere.
 //!
 //! What a node knows here only grows, and leaving out less is always safe: a node that does
-//! not know who holds a commit (after a restart, say) keeps the dep.
+//! not know who holds a commit (after a restart, say) keeps the dep; when a voter joins,
+//! the index forgets what was settled, as more holders may now be needed.
+//!
+//! [`ConflictIndex::deps`]: crate::conflicts::ConflictIndex::deps
 
 use synevi_types::{Deps, Keys, Status, Timestamp, T0};
 
 use crate::core::Core;
 
-/// What [`Core::prune_deps`] found out about one dep.
-#[derive(Clone, Copy)]
-enum Verdict {
-    Keep,
-    Drop,
-    /// Committed at this `t` with enough durable holders: dropped if a kept dep covers it.
-    Coverable(Timestamp),
-}
-
 impl Core {
-    /// Leaves out of `deps`, the deps of `t0` on `keys`, what nobody needs (see the module
-    /// docs): stable deps, and committed ones another kept dep covers. Used wherever this
-    /// node sends or stores deps it computed or gathered: a replica's PreAccept answer, a
-    /// coordinator's proposal and commit.
+    /// Marks `t0` settled in the conflict index once it is committed, not stable, and held by
+    /// enough voters that every majority meets one of them.
+    pub(crate) fn settle_if_held(&mut self, t0: T0) {
+        let Some(state) = self.txs.get(&t0) else {
+            return;
+        };
+        let committed = matches!(state.record.status, Status::Committed | Status::Applied);
+        let held = usize::from(state.commit_holders) >= self.quorums.every_majority_meets();
+        if !committed || !held || state.stable {
+            return;
+        }
+        if let Some(keys) = state.keys() {
+            self.conflicts.settle(t0, keys, state.record.t.0);
+        }
+    }
+
+    /// Leaves out of `deps`, the deps of `t0` on `keys` gathered from several replicas (a
+    /// coordinator's proposal or commit), what nobody needs (see the module docs): the stable
+    /// ones, and the settled ones below the highest committed dep under `t0` that conflicts
+    /// with every dep (any dep of a one-key transaction; a `Keys::All` dep). One state
+    /// lookup per dep. Deps this node computes itself (`ConflictIndex::deps`) leave both out
+    /// already, from the index alone.
     pub(crate) fn prune_deps(&self, deps: &mut Deps, t0: T0, keys: &Keys) {
         if deps.is_empty() {
             return;
         }
         let needed = self.quorums.every_majority_meets();
         let single_key = matches!(keys, Keys::Set(set) if set.len() == 1);
-        // The highest committed dep below `t0` that conflicts with every other dep.
         let mut anchor: Option<Timestamp> = None;
         let verdicts: Vec<Verdict> = deps
             .iter()
@@ -84,26 +107,29 @@ impl Core {
                     anchor = anchor.max(Some(t));
                 }
                 if usize::from(state.commit_holders) >= needed {
-                    Verdict::Coverable(t)
+                    Verdict::Settled(t)
                 } else {
                     Verdict::Keep
                 }
             })
             .collect();
-        let Some(anchor) = anchor else {
-            // Nothing covers anything: only what is stable goes.
-            let mut verdicts = verdicts.iter();
-            deps.retain(|_| !matches!(verdicts.next(), Some(Verdict::Drop)));
-            return;
-        };
         let mut verdicts = verdicts.iter();
         deps.retain(|_| match verdicts.next() {
             Some(Verdict::Drop) => false,
             // The anchor itself has `t == anchor` and stays.
-            Some(Verdict::Coverable(t)) => *t >= anchor,
+            Some(Verdict::Settled(t)) => anchor.is_none_or(|anchor| *t >= anchor),
             Some(Verdict::Keep) | None => true,
         });
     }
+}
+
+/// What [`Core::prune_deps`] found out about one dep.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Keep,
+    Drop,
+    /// Committed at this `t`, and every majority holds the commit: dropped if covered.
+    Settled(Timestamp),
 }
 
 #[cfg(test)]
@@ -118,13 +144,13 @@ mod tests {
         T0(Timestamp::new(time, 0, 2))
     }
 
-    /// Gives `core` a transaction `t0(time)` on `keys`: committed at `t` with `holders`
-    /// voters known to hold the commit, or only pre-accepted without `t`.
+    /// Gives `core` a transaction `t0(time)` on `keys`, indexed: committed at `t` with
+    /// `holders` voters known to hold the commit, or only pre-accepted without `t`.
     fn know(core: &mut Core, time: u64, keys: Keys, t: Option<u64>, holders: u8) {
         let t0 = t0(time);
         let body = TxBody {
             id: u128::from(time),
-            keys,
+            keys: keys.clone(),
             payload: Bytes::from_static(b"x"),
         };
         let mut record = Core::blank_record(t0, Some(body));
@@ -140,44 +166,87 @@ mod tests {
                 ..TxState::new(record)
             },
         );
+        core.conflicts.insert(t0, &keys);
+        core.settle_if_held(t0);
     }
 
+    /// What a coordinator leaves of the deps `deps` of `t0(of)` on `keys`.
     fn pruned(core: &Core, deps: &[u64], of: u64, keys: &Keys) -> Vec<u64> {
         let mut deps: Deps = deps.iter().map(|time| t0(*time)).collect();
         core.prune_deps(&mut deps, t0(of), keys);
         deps.iter().map(|dep| dep.0.time).collect()
     }
 
+    /// The deps a replica computes for `t0(of)` on `keys` from its index.
+    fn own(core: &Core, of: u64, keys: &Keys) -> Vec<u64> {
+        let deps = core.conflicts.deps(keys, t0(of).0, t0(of));
+        deps.iter().map(|dep| dep.0.time).collect()
+    }
+
     #[test]
-    fn committed_deps_below_the_highest_committed_one_leave_once_held_by_enough_voters() {
+    fn settled_deps_below_a_later_committed_dep_leave() {
         let mut core = three_cores(Config::default()).remove(0);
         assert_eq!(core.quorums.every_majority_meets(), 2);
         let hot = Keys::single("hot");
-        know(&mut core, 5, hot.clone(), Some(5), 1); // below the anchor, one holder
+        know(&mut core, 5, hot.clone(), Some(5), 1); // one holder: stays
         know(&mut core, 10, hot.clone(), Some(10), 2); // covered
         know(&mut core, 20, hot.clone(), Some(20), 3); // covered
-        know(&mut core, 30, hot.clone(), Some(30), 1); // the anchor: highest below 100
+        know(&mut core, 30, hot.clone(), Some(30), 2); // the highest settled below 100
+        know(&mut core, 35, hot.clone(), Some(35), 1); // the highest committed below 100
         know(&mut core, 40, hot.clone(), None, 0); // not committed
         know(&mut core, 50, hot.clone(), Some(150), 2); // executes after the transaction
-        let all = [5, 10, 20, 30, 40, 50];
-        assert_eq!(pruned(&core, &all, 100, &hot), [5, 30, 40, 50]);
-        // Below 25, the highest committed dep is 20: only 10 is covered.
+                                                        // A coordinator covers with any committed dep, the index with settled ones.
+        assert_eq!(
+            pruned(&core, &[5, 10, 20, 30, 35, 40, 50], 100, &hot),
+            [5, 35, 40, 50]
+        );
+        assert_eq!(own(&core, 100, &hot), [5, 30, 35, 40, 50]);
+        // Below 25, 20 is the highest either way: only 10 is covered.
         assert_eq!(pruned(&core, &[5, 10, 20], 25, &hot), [5, 20]);
-        // A dep nobody here knows stays.
+        assert_eq!(own(&core, 25, &hot), [5, 20]);
+        // A dep nobody here knows stays; the covering dep must be one of the deps.
         assert_eq!(pruned(&core, &[1, 10, 20], 100, &hot), [1, 20]);
     }
 
     #[test]
-    fn with_several_keys_only_an_all_keys_dep_covers() {
+    fn with_several_keys_a_covering_dep_must_conflict_with_what_it_covers() {
         let mut core = three_cores(Config::default()).remove(0);
         let both = Keys::set(["a", "b"]);
         know(&mut core, 10, Keys::single("a"), Some(10), 2);
         know(&mut core, 20, Keys::single("b"), Some(20), 2);
         // 10 and 20 need not conflict with each other: 20 does not cover 10.
         assert_eq!(pruned(&core, &[10, 20], 100, &both), [10, 20]);
-        know(&mut core, 30, Keys::All, Some(30), 1);
-        assert_eq!(pruned(&core, &[10, 20, 30], 100, &both), [30]);
-        assert_eq!(pruned(&core, &[10, 20, 30], 100, &Keys::All), [30]);
+        assert_eq!(own(&core, 100, &both), [10, 20]);
+        // 15 shares key a with 10: the index, which knows keys, covers 10 with it.
+        know(&mut core, 15, Keys::single("a"), Some(15), 2);
+        assert_eq!(pruned(&core, &[10, 15, 20], 100, &both), [10, 15, 20]);
+        assert_eq!(own(&core, 100, &both), [15, 20]);
+        // A `Keys::All` transaction conflicts with everything: it covers them all.
+        know(&mut core, 30, Keys::All, Some(30), 2);
+        assert_eq!(pruned(&core, &[10, 15, 20, 30], 100, &both), [30]);
+        assert_eq!(own(&core, 100, &both), [30]);
+        assert_eq!(pruned(&core, &[10, 15, 20, 30], 100, &Keys::All), [30]);
+        assert_eq!(own(&core, 100, &Keys::All), [30]);
+        // Without one, a `Keys::All` transaction keeps them: they need not conflict.
+        assert_eq!(pruned(&core, &[10, 15, 20], 25, &Keys::All), [10, 15, 20]);
+        assert_eq!(own(&core, 25, &Keys::All), [10, 15, 20]);
+    }
+
+    #[test]
+    fn voters_joining_can_make_a_commit_unsettled() {
+        let mut core = three_cores(Config::default()).remove(0);
+        let hot = Keys::single("hot");
+        know(&mut core, 10, hot.clone(), Some(10), 2);
+        know(&mut core, 20, hot.clone(), Some(20), 2);
+        assert_eq!(pruned(&core, &[10, 20], 100, &hot), [20]);
+        assert_eq!(own(&core, 100, &hot), [20]);
+        // Four voters: any two meet every majority of three, but the index starts over.
+        core.add_member(4, true).expect("a new voter");
+        assert_eq!(pruned(&core, &[10, 20], 100, &hot), [20]);
+        assert_eq!(own(&core, 100, &hot), [10, 20]);
+        // Five: two holders no longer do.
+        core.add_member(5, true).expect("a new voter");
+        assert_eq!(pruned(&core, &[10, 20], 100, &hot), [10, 20]);
     }
 
     fn hot(id: u128) -> TxBody {

@@ -76,8 +76,7 @@ impl Core {
             let now = self.now_ms();
             self.conflicts.note_reorder(&keys, now);
         }
-        let mut deps = self.conflicts.deps(&keys, t0.0, t0);
-        self.prune_deps(&mut deps, t0, &keys);
+        let deps = self.conflicts.deps(&keys, t0.0, t0);
         // Later conflicting transactions must be ordered after this one, and this node's
         // clock must never issue `t` as a `t0` of its own.
         self.conflicts.witness(&keys, t.0);
@@ -227,9 +226,10 @@ impl Core {
             // A coordinator is driving it: no need to recover it soon.
             self.defer_progress(t0);
         }
-        let mut deps = self.conflicts.deps(&keys, message.t.0, t0);
-        self.prune_deps(&mut deps, t0, &keys);
-        let deps = deps.without(&proposed);
+        let deps = self
+            .conflicts
+            .deps(&keys, message.t.0, t0)
+            .without(&proposed);
         let reply = AcceptOk {
             t0,
             ballot: message.ballot,
@@ -284,6 +284,7 @@ impl Core {
         self.stats.committed_deps_total += message.deps.len() as u64;
         self.conflicts.witness(&message.body.keys, message.t.0);
         self.mark_dirty(t0);
+        self.settle_if_held(t0);
         self.on_decided(t0);
         // Tell its home node this voter holds the commit, so that the home can leave it out
         // of its coordinations' deps (`pruning.rs`); a transaction that depends on nothing
@@ -396,7 +397,6 @@ impl Core {
         if record.status == Status::PreAccepted {
             // A fresher (larger) answer than the stored one; both are sound.
             reply.deps = self.conflicts.deps(keys, t0.0, t0);
-            self.prune_deps(&mut reply.deps, t0, keys);
         }
         if record.status.is_decided() {
             return Some(reply);

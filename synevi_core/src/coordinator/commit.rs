@@ -137,6 +137,7 @@ impl Core {
     fn count_commit_holder(&mut self, t0: T0) {
         if let Some(state) = self.txs.get_mut(&t0) {
             state.commit_holders = state.commit_holders.saturating_add(1);
+            self.settle_if_held(t0);
         }
     }
 
