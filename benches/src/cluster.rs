@@ -128,7 +128,7 @@ impl MessageTally {
             Message::AcceptInvalidateOk(_) => (9, 0),
             Message::CommitInvalidate(_) => (10, 0),
             Message::Applied(m) => (11, m.t0s.len() + m.committed.len()),
-            Message::Forget(m) => (12, m.t0s.len()),
+            Message::Forget(m) => (12, m.t0s.len() + m.settled.len()),
             Message::Inquire(m) => (13, m.t0s.len()),
         };
         self.messages[index].fetch_add(1, Ordering::Relaxed);

@@ -827,7 +827,13 @@ impl Core {
 /// Three cores that know each other as voters, with `config` (unit tests).
 #[cfg(test)]
 pub(crate) fn three_cores(config: Config) -> Vec<Core> {
-    let mut cores: Vec<Core> = (1..=3)
+    cores(3, config)
+}
+
+/// Nodes `1..=n`, each knowing every other as a voter (unit tests).
+#[cfg(test)]
+pub(crate) fn cores(n: u16, config: Config) -> Vec<Core> {
+    let mut cores: Vec<Core> = (1..=n)
         .map(|serial| {
             Core::new(
                 synevi_types::Ulid::new(),
@@ -840,7 +846,7 @@ pub(crate) fn three_cores(config: Config) -> Vec<Core> {
         .expect("cores with a valid config");
     for core in &mut cores {
         let own = core.serial();
-        for peer in (1..=3).filter(|peer| *peer != own) {
+        for peer in (1..=n).filter(|peer| *peer != own) {
             core.add_member(peer, true).expect("a new member");
         }
     }

@@ -58,6 +58,10 @@ pub(crate) struct Gc {
     pub(crate) applied_everywhere: BTreeSet<T0>,
     /// Own transactions found applied everywhere since the last announcement.
     newly_applied_everywhere: Vec<T0>,
+    /// Own transactions found settled since the last announcement (`pruning.rs`), and how
+    /// many voters hold each commit, at least.
+    newly_settled: Vec<T0>,
+    newly_settled_holders: u32,
     next_gossip_ms: u64,
     /// The floors last announced (floors only rise, so repeating them is always true).
     announced_floor: T0,
@@ -75,7 +79,7 @@ impl Gc {
 
     /// Whether transactions found applied everywhere wait to be announced.
     pub fn announcement_pending(&self) -> bool {
-        !self.newly_applied_everywhere.is_empty()
+        !self.newly_applied_everywhere.is_empty() || !self.newly_settled.is_empty()
     }
 
     /// Whether `t0` was forgotten here or lies below its home's floor: applied everywhere.
@@ -205,10 +209,12 @@ impl Core {
     /// (right away, so that peers stop carrying them as deps), and periodically with the
     /// floors alone.
     pub(crate) fn announce(&mut self, periodic: bool) {
-        if !periodic && self.gc.newly_applied_everywhere.is_empty() {
+        if !periodic && !self.gc.announcement_pending() {
             return;
         }
         let t0s = std::mem::take(&mut self.gc.newly_applied_everywhere);
+        let settled = std::mem::take(&mut self.gc.newly_settled);
+        let settled_holders = std::mem::take(&mut self.gc.newly_settled_holders);
         let others: Vec<Serial> = self
             .quorums
             .members()
@@ -220,8 +226,23 @@ impl Core {
                 floor: self.gc.announced_floor,
                 t0s,
                 decided_floor: self.gc.announced_decided_floor,
+                settled,
+                settled_holders,
             }),
         );
+    }
+
+    /// Home node: enough voters hold the commit of its `t0` for every majority to meet one
+    /// (`holders`), which the other members cannot tell from the commit alone when that
+    /// takes more than two: announce it with the next `Forget`.
+    pub(crate) fn announce_settled(&mut self, t0: T0, holders: u32) {
+        let gc = &mut self.gc;
+        gc.newly_settled_holders = if gc.newly_settled.is_empty() {
+            holders
+        } else {
+            gc.newly_settled_holders.min(holders)
+        };
+        gc.newly_settled.push(t0);
     }
 
     /// Every member applied `t0`: it stops being a dep, and becomes a candidate to forget.
@@ -253,6 +274,16 @@ impl Core {
         for t0 in message.t0s {
             if t0.0.serial == from && self.txs.contains_key(&t0) {
                 self.mark_applied_everywhere(t0);
+            }
+        }
+        let holders = u8::try_from(message.settled_holders).unwrap_or(u8::MAX);
+        for t0 in message.settled {
+            if t0.0.serial != from {
+                continue;
+            }
+            if let Some(state) = self.txs.get_mut(&t0) {
+                state.commit_holders = state.commit_holders.max(holders);
+                self.settle_if_held(t0);
             }
         }
         self.raise_floor(from, message.floor);

@@ -63,6 +63,12 @@ impl Core {
         if let Some(keys) = state.keys() {
             self.conflicts.settle(t0, keys, state.record.t.0);
         }
+        // A home node's own transaction: with more than three voters, the others cannot tell
+        // from the commit alone (it shows them two holders), so tell them, once.
+        let needed = self.quorums.every_majority_meets();
+        if t0.0.serial == self.serial && needed > 2 && usize::from(state.commit_holders) == needed {
+            self.announce_settled(t0, needed as u32);
+        }
     }
 
     /// Leaves out of `deps`, the deps of `t0` on `keys` gathered from several replicas (a
@@ -311,5 +317,32 @@ mod tests {
                 committed: vec![y],
             }]
         );
+    }
+
+    #[test]
+    fn with_five_voters_home_nodes_announce_settled_commits() {
+        let mut cores = crate::core::cores(5, Config::default());
+        let x = cores[0].submit(NOW, hot(1));
+        run_quiet(&mut cores, NOW);
+        // A Commit shows two holders; five voters need three to meet every majority.
+        assert_eq!(cores[1].txs[&x].commit_holders, 2);
+        cores[0].receive(NOW, ack(2, Vec::new(), vec![x]));
+        cores[0].receive(NOW, ack(3, Vec::new(), vec![x]));
+        assert_eq!(cores[0].txs[&x].commit_holders, 3);
+        cores[0].tick(LATER);
+        let forgets: Vec<Envelope> = cores[0]
+            .take_ready()
+            .messages
+            .into_iter()
+            .filter(|envelope| matches!(&envelope.message, Message::Forget(forget) if forget.settled == [x]))
+            .collect();
+        assert_eq!(forgets.len(), 4, "announced to every other member");
+        let Message::Forget(forget) = &forgets[0].message else {
+            unreachable!()
+        };
+        assert_eq!(forget.settled_holders, 3);
+        let to = usize::from(forgets[0].to - 1);
+        cores[to].receive(LATER, forgets[0].clone());
+        assert_eq!(cores[to].txs[&x].commit_holders, 3);
     }
 }

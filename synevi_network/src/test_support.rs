@@ -144,13 +144,17 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
         ),
         t0().prop_map(|t0| Message::CommitInvalidate(CommitInvalidate { t0 })),
         (t0s(), t0s()).prop_map(|(t0s, committed)| Message::Applied(Applied { t0s, committed })),
-        (t0(), t0s(), timestamp()).prop_map(|(floor, t0s, decided_floor)| {
-            Message::Forget(Forget {
-                floor,
-                t0s,
-                decided_floor,
-            })
-        }),
+        (t0(), t0s(), timestamp(), t0s(), any::<u32>()).prop_map(
+            |(floor, t0s, decided_floor, settled, settled_holders)| {
+                Message::Forget(Forget {
+                    floor,
+                    t0s,
+                    decided_floor,
+                    settled,
+                    settled_holders,
+                })
+            }
+        ),
         t0s().prop_map(|t0s| Message::Inquire(Inquire { t0s })),
     ]
 }
@@ -253,6 +257,8 @@ pub(crate) fn every_message_kind() -> Vec<Message> {
             floor: t0,
             t0s: vec![T0(ts(u64::MAX, u32::MAX, u16::MAX))],
             decided_floor: ts(1_700_000_000_000, 1, 3),
+            settled: vec![T0(ts(5, 0, 1))],
+            settled_holders: 3,
         }),
         Message::Inquire(Inquire { t0s: vec![] }),
     ];

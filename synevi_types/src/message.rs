@@ -185,6 +185,13 @@ pub struct Forget {
     pub floor: T0,
     /// Further transactions the sender coordinated, above `floor`, applied by every member.
     pub t0s: Vec<T0>,
+    /// Transactions the sender coordinated whose commit at least `settled_holders` voters
+    /// hold durably: enough, when the sender sent it, for every majority to meet one of
+    /// them. Receivers may then leave them out of deps where a later dep covers them
+    /// (`pruning.rs` in `synevi_core`); with three voters they know that from the commit.
+    pub settled: Vec<T0>,
+    /// How many voters hold each commit in `settled`, at least.
+    pub settled_holders: u32,
     /// Every transaction the sender knows with a lower `t0` is decided at the sender, and the
     /// sender's clock is above it (so it issues no lower `t0` any more).
     pub decided_floor: Timestamp,
@@ -268,7 +275,7 @@ impl Message {
             Message::AcceptInvalidateOk(m) => vec![m.t0],
             Message::CommitInvalidate(m) => vec![m.t0],
             Message::Applied(m) => m.t0s.iter().chain(&m.committed).copied().collect(),
-            Message::Forget(m) => m.t0s.clone(),
+            Message::Forget(m) => m.t0s.iter().chain(&m.settled).copied().collect(),
             Message::Inquire(m) => m.t0s.clone(),
         }
     }

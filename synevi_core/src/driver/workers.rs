@@ -773,6 +773,8 @@ mod tests {
             floor: t0(1),
             t0s: vec![],
             decided_floor: Timestamp::ZERO,
+            settled: vec![],
+            settled_holders: 0,
         });
         let answer = Message::PreAcceptOk(PreAcceptOk {
             t0: t0(2),

@@ -112,6 +112,8 @@ pub(crate) fn envelope_to_proto(envelope: Envelope) -> proto::Envelope {
             floor: Some(t0_to(m.floor)),
             t0s: t0s_to(&m.t0s),
             decided_floor: Some(timestamp_to(m.decided_floor)),
+            settled: t0s_to(&m.settled),
+            settled_holders: m.settled_holders,
         }),
         Message::Inquire(m) => M::Inquire(proto::Inquire {
             t0s: t0s_to(&m.t0s),
@@ -208,6 +210,8 @@ pub(crate) fn envelope_from_proto(envelope: proto::Envelope) -> Result<Envelope,
                 required(m.decided_floor, "Forget.decided_floor")?,
                 "Forget.decided_floor",
             )?,
+            settled: t0s_from(m.settled, "Forget.settled")?,
+            settled_holders: m.settled_holders,
         }),
         M::Inquire(m) => Message::Inquire(Inquire {
             t0s: t0s_from(m.t0s, "Inquire.t0s")?,

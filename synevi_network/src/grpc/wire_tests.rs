@@ -231,6 +231,8 @@ fn timestamp_lists_round_trip_with_any_times_sorted_or_not() {
             floor: t0s[0],
             t0s: t0s.clone(),
             decided_floor: t0s[0].0,
+            settled: t0s.clone(),
+            settled_holders: u32::MAX,
         }),
     };
     let decoded = envelope_from_proto(envelope_to_proto(forget.clone())).expect("decodes");
