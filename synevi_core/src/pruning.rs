@@ -144,7 +144,7 @@ mod tests {
 
     use super::*;
     use crate::core::{run_quiet, three_cores, TxState, LATER, NOW};
-    use crate::Config;
+    use crate::{Config, Now};
 
     fn t0(time: u64) -> T0 {
         T0(Timestamp::new(time, 0, 2))
@@ -344,5 +344,82 @@ mod tests {
         let to = usize::from(forgets[0].to - 1);
         cores[to].receive(LATER, forgets[0].clone());
         assert_eq!(cores[to].txs[&x].commit_holders, 3);
+    }
+
+    /// Delivers the messages `keep` lets through until none is left.
+    fn exchange(cores: &mut [Core], now: Now, keep: impl Fn(&Envelope) -> bool) {
+        loop {
+            let messages: Vec<Envelope> = crate::core::take_all(cores, now)
+                .into_iter()
+                .filter(|envelope| keep(envelope))
+                .collect();
+            if messages.is_empty() {
+                return;
+            }
+            crate::core::deliver(cores, messages, now);
+        }
+    }
+
+    /// Why a commit held by its coordinator alone must stay a dep. Five voters; `X` takes the
+    /// fast path with four `t0` votes while node 5, which saw a conflicting transaction
+    /// first, voted higher; every `Commit` of `X` is lost. Node 1 then commits `Z` and `Y`
+    /// after it, and is cut off with node 4. A recovery of `X` by nodes 2, 3 and 5 must
+    /// still choose `t0`: had `Y`'s commit left `X` out (`Z` covers it), `Y`, which started
+    /// later, would reject `X`'s fast path, and the recovery would commit `X` at node 5's
+    /// higher vote, while node 1 holds it committed at `t0`.
+    #[test]
+    fn a_commit_only_its_coordinator_holds_stays_a_dep() {
+        let config = Config {
+            pre_accept_window_ms: 0,
+            ..Config::default()
+        };
+        let mut cores = crate::core::cores(5, config);
+        let at = |ms: u64| Now {
+            wall_ms: 1_000 + ms,
+            monotonic_ms: ms,
+        };
+        // Node 5 pre-accepts W, which is ahead of X (its wall clock is); its PreAccepts are
+        // lost.
+        let ahead = Now {
+            wall_ms: 1_050,
+            monotonic_ms: 0,
+        };
+        let _w = cores[4].submit(ahead, hot(9));
+        cores[4].take_ready();
+        let x = cores[0].submit(at(0), hot(1));
+        let not_a_commit = |e: &Envelope| !matches!(e.message, Message::Commit(_));
+        exchange(&mut cores, at(0), not_a_commit);
+        let record = &cores[0].txs[&x].record;
+        assert!(
+            record.status.is_decided() && record.t == x.as_t(),
+            "fast path"
+        );
+        assert!(cores[4].txs[&x].record.t > x.as_t(), "node 5 voted higher");
+        let z = cores[0].submit(at(1), hot(2));
+        exchange(&mut cores, at(1), |_| true);
+        let y = cores[0].submit(at(2), hot(3));
+        exchange(&mut cores, at(2), |_| true);
+        assert!(cores[1].txs[&z].record.status.is_decided());
+        assert!(cores[1].txs[&y].record.status.is_decided());
+        assert!(
+            cores[1].txs[&y].record.deps.contains(&x),
+            "Y names X: nobody else holds X's commit"
+        );
+        // Nodes 1 and 4 are cut off; nodes 2, 3 and 5 recover X.
+        let among = |serial: u16| matches!(serial, 2 | 3 | 5);
+        let mut ms = 10;
+        while !cores[1].txs[&x].record.status.is_decided() {
+            assert!(ms < 600_000, "X is never recovered");
+            ms += 50;
+            for node in [1, 2, 4] {
+                cores[node].tick(at(ms));
+            }
+            exchange(&mut cores, at(ms), |e| among(e.from) && among(e.to));
+        }
+        assert_eq!(
+            cores[1].txs[&x].record.t,
+            x.as_t(),
+            "recovered at t0, as committed"
+        );
     }
 }
