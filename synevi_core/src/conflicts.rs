@@ -114,7 +114,11 @@ impl Entry {
 
     /// An active member is settled, committed at `t`.
     fn settle(&mut self, t0: T0, t: Timestamp) {
+        // `anchor_below` relies on it: a settled member below a `t0` is a dep of that `t0`.
+        debug_assert!(t >= t0.0, "{t0:?} settled at {t:?}, below its t0");
         if sorted_remove(&mut self.active, &t0) {
+            // The three lists stay disjoint: a member is active, settled or stable.
+            debug_assert!(self.stable.binary_search(&t0).is_err());
             let at = self.settled.partition_point(|settled| *settled < (t, t0));
             self.settled.insert(at, (t, t0));
         }

@@ -83,6 +83,11 @@ impl TxState {
     pub fn keys(&self) -> Option<&Keys> {
         self.record.body.as_ref().map(|body| &body.keys)
     }
+
+    /// Where it is committed to execute, once it is (committed or applied; not invalidated).
+    pub fn committed_at(&self) -> Option<Timestamp> {
+        matches!(self.record.status, Status::Committed | Status::Applied).then_some(self.record.t.0)
+    }
 }
 
 /// One node's protocol state machine. See the crate docs for the step → effects loop.
@@ -898,8 +903,16 @@ pub(crate) fn deliver(cores: &mut [Core], messages: Vec<Envelope>, now: Now) {
 /// Runs the cluster until no message is in flight (unit tests).
 #[cfg(test)]
 pub(crate) fn run_quiet(cores: &mut [Core], now: Now) {
+    run_quiet_where(cores, now, |_| true);
+}
+
+/// Runs the cluster until no message `keep` lets through is in flight; the others are lost
+/// (unit tests).
+#[cfg(test)]
+pub(crate) fn run_quiet_where(cores: &mut [Core], now: Now, keep: impl Fn(&Envelope) -> bool) {
     loop {
-        let messages = take_all(cores, now);
+        let mut messages = take_all(cores, now);
+        messages.retain(|envelope| keep(envelope));
         if messages.is_empty() {
             return;
         }

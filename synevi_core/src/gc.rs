@@ -254,10 +254,8 @@ impl Core {
             return;
         };
         state.stable = true;
-        let committed_at = matches!(state.record.status, Status::Committed | Status::Applied)
-            .then_some(state.record.t.0);
         if let Some(keys) = state.keys() {
-            self.conflicts.stabilise(t0, keys, committed_at);
+            self.conflicts.stabilise(t0, keys, state.committed_at());
         }
     }
 

@@ -44,7 +44,7 @@
 //!
 //! [`ConflictIndex::deps`]: crate::conflicts::ConflictIndex::deps
 
-use synevi_types::{Deps, Keys, Status, Timestamp, T0};
+use synevi_types::{Deps, Keys, Timestamp, T0};
 
 use crate::core::Core;
 
@@ -55,17 +55,18 @@ impl Core {
         let Some(state) = self.txs.get(&t0) else {
             return;
         };
-        let committed = matches!(state.record.status, Status::Committed | Status::Applied);
-        let held = usize::from(state.commit_holders) >= self.quorums.every_majority_meets();
-        if !committed || !held || state.stable {
+        let needed = self.quorums.every_majority_meets();
+        let Some(t) = state.committed_at() else {
+            return;
+        };
+        if usize::from(state.commit_holders) < needed || state.stable {
             return;
         }
         if let Some(keys) = state.keys() {
-            self.conflicts.settle(t0, keys, state.record.t.0);
+            self.conflicts.settle(t0, keys, t);
         }
         // A home node's own transaction: with more than three voters, the others cannot tell
         // from the commit alone (it shows them two holders), so tell them, once.
-        let needed = self.quorums.every_majority_meets();
         if t0.0.serial == self.serial && needed > 2 && usize::from(state.commit_holders) == needed {
             self.announce_settled(t0, needed as u32);
         }
@@ -104,10 +105,9 @@ impl Core {
                 if state.stable {
                     return Verdict::Drop;
                 }
-                if !matches!(state.record.status, Status::Committed | Status::Applied) {
+                let Some(t) = state.committed_at() else {
                     return Verdict::Keep;
-                }
-                let t = state.record.t.0;
+                };
                 let conflicts_with_all = single_key || state.keys().is_some_and(Keys::is_all);
                 if conflicts_with_all && t < t0.0 {
                     anchor = anchor.max(Some(t));
@@ -143,7 +143,7 @@ mod tests {
     use synevi_types::{Applied, Bytes, Envelope, Keys, Message, Status, Timestamp, TxBody, T, T0};
 
     use super::*;
-    use crate::core::{run_quiet, three_cores, TxState, LATER, NOW};
+    use crate::core::{run_quiet, run_quiet_where, three_cores, TxState, LATER, NOW};
     use crate::{Config, Now};
 
     fn t0(time: u64) -> T0 {
@@ -346,20 +346,6 @@ mod tests {
         assert_eq!(cores[to].txs[&x].commit_holders, 3);
     }
 
-    /// Delivers the messages `keep` lets through until none is left.
-    fn exchange(cores: &mut [Core], now: Now, keep: impl Fn(&Envelope) -> bool) {
-        loop {
-            let messages: Vec<Envelope> = crate::core::take_all(cores, now)
-                .into_iter()
-                .filter(|envelope| keep(envelope))
-                .collect();
-            if messages.is_empty() {
-                return;
-            }
-            crate::core::deliver(cores, messages, now);
-        }
-    }
-
     /// Why a commit held by its coordinator alone must stay a dep. Five voters; `X` takes the
     /// fast path with four `t0` votes while node 5, which saw a conflicting transaction
     /// first, voted higher; every `Commit` of `X` is lost. Node 1 then commits `Z` and `Y`
@@ -388,7 +374,7 @@ mod tests {
         cores[4].take_ready();
         let x = cores[0].submit(at(0), hot(1));
         let not_a_commit = |e: &Envelope| !matches!(e.message, Message::Commit(_));
-        exchange(&mut cores, at(0), not_a_commit);
+        run_quiet_where(&mut cores, at(0), not_a_commit);
         let record = &cores[0].txs[&x].record;
         assert!(
             record.status.is_decided() && record.t == x.as_t(),
@@ -396,9 +382,9 @@ mod tests {
         );
         assert!(cores[4].txs[&x].record.t > x.as_t(), "node 5 voted higher");
         let z = cores[0].submit(at(1), hot(2));
-        exchange(&mut cores, at(1), |_| true);
+        run_quiet_where(&mut cores, at(1), |_| true);
         let y = cores[0].submit(at(2), hot(3));
-        exchange(&mut cores, at(2), |_| true);
+        run_quiet_where(&mut cores, at(2), |_| true);
         assert!(cores[1].txs[&z].record.status.is_decided());
         assert!(cores[1].txs[&y].record.status.is_decided());
         assert!(
@@ -414,7 +400,7 @@ mod tests {
             for node in [1, 2, 4] {
                 cores[node].tick(at(ms));
             }
-            exchange(&mut cores, at(ms), |e| among(e.from) && among(e.to));
+            run_quiet_where(&mut cores, at(ms), |e| among(e.from) && among(e.to));
         }
         assert_eq!(
             cores[1].txs[&x].record.t,
