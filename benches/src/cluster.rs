@@ -326,6 +326,8 @@ pub struct ClusterSpec {
     pub data_dir: PathBuf,
     /// The nodes' `Config::pre_accept_window_ms`.
     pub pre_accept_window_ms: u64,
+    /// The nodes' `Config::idle_spin_us`.
+    pub idle_spin_us: u64,
 }
 
 /// A running cluster.
@@ -461,6 +463,7 @@ impl Cluster {
                 // The executor keeps no state worth rebuilding.
                 replay_events_on_start: false,
                 pre_accept_window_ms: spec.pre_accept_window_ms,
+                idle_spin_us: spec.idle_spin_us,
                 ..Config::default()
             };
             let node =

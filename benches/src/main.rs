@@ -96,6 +96,11 @@ struct Cli {
     #[arg(long, global = true)]
     pre_accept_window_ms: Option<u64>,
 
+    /// The nodes' `Config::idle_spin_us` (how long a node's core thread looks for its next
+    /// input before it sleeps; 0 turns it off) [default: the library's default].
+    #[arg(long, global = true)]
+    idle_spin_us: Option<u64>,
+
     /// `long` only: seconds between memory samples.
     #[arg(long, global = true, default_value = "5s", value_parser = plan::parse_duration)]
     sample_every: Duration,
@@ -178,6 +183,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         pre_accept_window_ms: cli
             .pre_accept_window_ms
             .unwrap_or(synevi::Config::default().pre_accept_window_ms),
+        idle_spin_us: cli
+            .idle_spin_us
+            .unwrap_or(synevi::Config::default().idle_spin_us),
     };
     anyhow::ensure!(settings.txns > 0, "--txns must be above 0");
     anyhow::ensure!(
@@ -354,6 +362,7 @@ async fn long(cli: &Cli, settings: &Settings) -> anyhow::Result<long_run::LongRe
             store: cli.stores.first().copied().unwrap_or(StoreKind::Lmdb),
             data_dir: settings.data_dir.clone(),
             pre_accept_window_ms: settings.pre_accept_window_ms,
+            idle_spin_us: settings.idle_spin_us,
         },
         clients: cli.clients.first().copied().unwrap_or(64),
         keys: cli.keys.first().copied().unwrap_or(KeyMode::Disjoint),

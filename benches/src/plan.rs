@@ -42,6 +42,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The nodes' `Config::pre_accept_window_ms`.
     pub pre_accept_window_ms: u64,
+    /// The nodes' `Config::idle_spin_us`.
+    pub idle_spin_us: u64,
 }
 
 impl Settings {
@@ -69,6 +71,7 @@ impl Settings {
             store,
             data_dir: self.data_dir.clone(),
             pre_accept_window_ms: self.pre_accept_window_ms,
+            idle_spin_us: self.idle_spin_us,
         }
     }
 
@@ -181,6 +184,7 @@ mod tests {
             only: None,
             data_dir: PathBuf::from("target/bench-data"),
             pre_accept_window_ms: 2,
+            idle_spin_us: 30,
         }
     }
 

@@ -51,7 +51,11 @@ fn workload(nodes: u16, per_node: u64) -> Vec<(usize, TestTx)> {
 }
 
 async fn run_cluster(nodes: u16, per_node: u64) {
-    let mut cluster = Cluster::start(nodes, Config::default()).await;
+    run_cluster_with(nodes, per_node, Config::default()).await;
+}
+
+async fn run_cluster_with(nodes: u16, per_node: u64, config: Config) {
+    let mut cluster = Cluster::start(nodes, config).await;
     let txs = workload(nodes, per_node);
     let total = txs.len();
     let mut tasks = Vec::new();
@@ -131,6 +135,17 @@ async fn three_nodes_order_concurrent_transactions_identically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_order_concurrent_transactions_identically() {
     run_cluster(5, 240).await;
+}
+
+/// The core threads sleep as soon as they find no input (the default looks for a while
+/// first): the waking path alone must carry every transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_sleep_at_once_when_idle_order_identically_too() {
+    let config = Config {
+        idle_spin_us: 0,
+        ..Config::default()
+    };
+    run_cluster_with(3, 200, config).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -217,6 +217,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         core: workers.core,
         clock: workers.clock,
         batch_inputs_max: workers.config.batch_inputs_max,
+        idle_spin: Duration::from_micros(workers.config.idle_spin_us),
         commands: workers.commands,
         inbound: workers.inbound,
         sink,
@@ -247,6 +248,8 @@ struct CoreLoop<E: Executor> {
     core: Core,
     clock: DriverClock,
     batch_inputs_max: usize,
+    /// `Config::idle_spin_us`: how long to look for the next input before sleeping.
+    idle_spin: Duration,
     commands: mpsc::UnboundedReceiver<Command<E>>,
     inbound: mpsc::Receiver<Envelope>,
     sink: Sink<E>,
@@ -301,11 +304,14 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
             .core
             .next_deadline()
             .map(|ms| state.clock.instant_of(ms + 1));
-        let first = tokio::select! {
-            biased;
-            command = state.commands.recv() => command.map_or(Input::Closed, Input::Command),
-            envelope = state.inbound.recv() => envelope.map_or(Input::Closed, Input::Envelope),
-            _ = sleep_until(deadline) => Input::Tick,
+        let first = match state.look_for_input(deadline) {
+            Some(input) => input,
+            None => tokio::select! {
+                biased;
+                command = state.commands.recv() => command.map_or(Input::Closed, Input::Command),
+                envelope = state.inbound.recv() => envelope.map_or(Input::Closed, Input::Envelope),
+                _ = sleep_until(deadline) => Input::Tick,
+            },
         };
         // Take whatever else is queued, up to the limit: one round, one store commit.
         let mut batch = std::mem::take(&mut state.batch);
@@ -381,6 +387,30 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 }
 
 impl<E: Executor> CoreLoop<E> {
+    /// Looks for an input without sleeping, for up to `Config::idle_spin_us` or until
+    /// `deadline`, yielding the CPU between looks; `None` if nothing came (the caller then
+    /// sleeps until something does).
+    fn look_for_input(&mut self, deadline: Option<std::time::Instant>) -> Option<Input<E>> {
+        if self.idle_spin.is_zero() {
+            return None;
+        }
+        let end = std::time::Instant::now() + self.idle_spin;
+        let end = deadline.map_or(end, |deadline| deadline.min(end));
+        loop {
+            // Commands first, as the `select!` that waits does.
+            if let Ok(command) = self.commands.try_recv() {
+                return Some(Input::Command(command));
+            }
+            if let Ok(envelope) = self.inbound.try_recv() {
+                return Some(Input::Envelope(envelope));
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Feeds one input to the core; false when the node must stop at once.
     fn handle(&mut self, input: Input<E>, drain_max: Duration) -> bool {
         let now = self.clock.now();
