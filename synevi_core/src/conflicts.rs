@@ -277,6 +277,28 @@ impl ConflictIndex {
         self.any_reordered_ms = Some(now_ms);
     }
 
+    /// A PreAccept on `keys` was held back and its window ran out with nothing conflicting
+    /// held beside it: no PreAccept it could have waited for was under way, so the
+    /// reordering that made the replica hold was a one-off (with one client at a time, a
+    /// lagging replica sees one now and then), not contention. Handle the next ones at once
+    /// until PreAccepts arrive out of order again. Reorderings of [`Keys::All`]
+    /// transactions arm every key and are forgotten only by such a transaction's lone hold.
+    pub fn forget_reorder(&mut self, keys: &Keys) {
+        match keys {
+            Keys::All => {
+                self.all_keys_reordered_ms = None;
+                self.any_reordered_ms = None;
+            }
+            Keys::Set(keys) => {
+                for key in keys {
+                    if let Some(entry) = self.by_key.get_mut(key) {
+                        entry.reordered_ms = None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether PreAccepts of transactions conflicting with `keys` arrived out of `t0` order
     /// at `since_ms` or later.
     pub fn reordered_since(&self, keys: &Keys, since_ms: u64) -> bool {

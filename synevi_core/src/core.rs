@@ -132,6 +132,9 @@ pub(crate) struct HeldPreAccept {
     pub(crate) from: Serial,
     pub(crate) message: synevi_types::PreAccept,
     pub(crate) due_ms: u64,
+    /// Another conflicting PreAccept was held while this one was: holding had something to
+    /// put in order (see `release_held_pre_accepts`).
+    pub(crate) company: bool,
 }
 
 /// How long `Applied` acknowledgements and "applied everywhere" announcements may wait for

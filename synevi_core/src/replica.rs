@@ -3,8 +3,8 @@
 
 use synevi_types::{
     Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Ballot, BeginRecovery, Commit,
-    CommitInvalidate, Deps, Inquire, Message, Nack, PreAccept, PreAcceptOk, RecoverOk, Serial,
-    Status, SyneviError, TxBody, T, T0,
+    CommitInvalidate, Deps, Inquire, Keys, Message, Nack, PreAccept, PreAcceptOk, RecoverOk,
+    Serial, Status, SyneviError, TxBody, T, T0,
 };
 
 use crate::core::{Core, HeldPreAccept, TxState};
@@ -96,7 +96,8 @@ impl Core {
     /// it is held back for `Config::pre_accept_window_ms` and then handled together with
     /// every held one with a lower `t0`, lowest first ([`Core::release_held_pre_accepts`]):
     /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
-    /// still get `t = t0`. Holding is a delay, which the network may impose on any message,
+    /// still get `t = t0`. A hold that ran out with nothing conflicting held beside it ends
+    /// holding on its keys until the next reordering. Holding is a delay, which the network may impose on any message,
     /// so it cannot change what is safe, with two exceptions for a node's own transactions.
     /// A home node must know every transaction it coordinates (its garbage-collection floor
     /// claims all it coordinated below it is applied everywhere; `gc_tick`), so it records
@@ -129,6 +130,14 @@ impl Core {
         }
         self.stats.pre_accepts_held += 1;
         let due_ms = self.now_ms() + window;
+        // Whatever conflicting is held now and this one keep each other company.
+        let mut company = false;
+        for (t0, held) in &mut self.held_pre_accepts {
+            if *t0 != message.t0 && held.message.body.keys.conflicts_with(&message.body.keys) {
+                held.company = true;
+                company = true;
+            }
+        }
         // A retransmission of a held PreAccept replaces it (and is due later).
         self.held_pre_accepts.insert(
             message.t0,
@@ -136,6 +145,7 @@ impl Core {
                 from,
                 message,
                 due_ms,
+                company,
             },
         );
     }
@@ -153,6 +163,19 @@ impl Core {
         else {
             return;
         };
+        // Holding only pays while conflicting PreAccepts are under way together. One whose
+        // window ran out without a conflicting one held at any time beside it waited for
+        // nothing: its keys are handled at once again until the next reordering
+        // (`forget_reorder`). Before handling, which may note a new reordering.
+        let lone: Vec<Keys> = self
+            .held_pre_accepts
+            .range(..=upto)
+            .filter(|(_, held)| held.due_ms <= now && !held.company)
+            .map(|(_, held)| held.message.body.keys.clone())
+            .collect();
+        for keys in &lone {
+            self.conflicts.forget_reorder(keys);
+        }
         // One at a time: the ones not handled yet stay held, so that this node's own count as
         // witnessed while the ones before them are handled (`pre_accept_locally`).
         while let Some(entry) = self.held_pre_accepts.first_entry() {
@@ -722,6 +745,55 @@ mod tests {
         // Later rounds may execute early again.
         cores[1].tick(at(43));
         assert!(cores[1].take_ready().execute_early);
+    }
+
+    /// Node 2, armed by a reordering, gets a PreAccept from node 1 at 20 ms and, if `pair`,
+    /// another on the same key from node 3 while the first is held. Returns node 2 once the
+    /// window ran out, and the `t0` of a PreAccept node 1 sends it after that.
+    fn after_a_hold(pair: bool) -> (Core, T0, Envelope) {
+        let (mut cores, _, _) = second_pair_answers(2);
+        let e = cores[0].submit(at(20), hot(5));
+        let to_e = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(at(20), to_e);
+        assert!(cores[1].held_pre_accepts.contains_key(&e), "armed: held");
+        if pair {
+            cores[2].submit(at(21), hot(6));
+            let to_f = pre_accept_to(&mut cores[2], 2);
+            cores[1].receive(at(21), to_f);
+            assert_eq!(cores[1].held_pre_accepts.len(), 2);
+        }
+        cores[1].tick(at(25));
+        assert!(cores[1].held_pre_accepts.is_empty(), "released");
+        answers(&mut cores[1]);
+        let g = cores[0].submit(at(30), hot(7));
+        let to_g = pre_accept_to(&mut cores[0], 2);
+        let mut cores = cores.into_iter();
+        (cores.nth(1).expect("node 2"), g, to_g)
+    }
+
+    /// A hold whose window ran out with nothing conflicting held beside it waited for
+    /// nothing (with one client, a lagging replica's one-off reordering would otherwise make
+    /// it hold every PreAccept on the key for a second): the next PreAccept is answered at
+    /// once.
+    #[test]
+    fn a_hold_that_waited_alone_ends_holding_on_its_keys() {
+        let (mut node2, g, to_g) = after_a_hold(false);
+        node2.receive(at(30), to_g);
+        assert_eq!(answers(&mut node2), vec![(g, g.as_t())], "answered at once");
+        assert_eq!(
+            node2.stats().pre_accepts_held,
+            3,
+            "the second pair and the lone one"
+        );
+    }
+
+    /// Held in company, holding had something to put in order: the key stays armed.
+    #[test]
+    fn holds_in_company_keep_holding() {
+        let (mut node2, g, to_g) = after_a_hold(true);
+        node2.receive(at(30), to_g);
+        assert!(answers(&mut node2).is_empty(), "held again");
+        assert!(node2.held_pre_accepts.contains_key(&g));
     }
 
     /// A key without reorderings is handled at once, whatever the window.
