@@ -39,7 +39,9 @@ pub struct Config {
     /// order in the last second (contention), so that PreAccepts with a lower `t0` arriving
     /// meanwhile are handled first: a replica votes `t = t0` only if it witnessed nothing
     /// conflicting above `t0`, so handling them in `t0` order lets more of them take the fast
-    /// path. A hold whose window runs out with no conflicting PreAccept held beside it
+    /// path. A held PreAccept goes before its window ends once every other member sent a
+    /// PreAccept of its own with a higher `t0` (none can then still overtake it). A hold
+    /// whose window runs out with no conflicting PreAccept held beside it
     /// waited for nothing, and ends holding on its keys until the next reordering (with one
     /// writer at a time, a lagging replica's occasional reordering would otherwise cost
     /// every transaction on the key the window for a second). Costs held transactions up to

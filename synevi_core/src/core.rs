@@ -120,6 +120,12 @@ pub struct Core {
     held_due_ms: Option<u64>,
     /// PreAccepts held back under contention, by `t0` (see `Config::pre_accept_window_ms`).
     pub(crate) held_pre_accepts: BTreeMap<T0, HeldPreAccept>,
+    /// Per peer, the highest `t0` of its own transactions it sent a PreAccept for: its
+    /// clock issues only higher ones from then on, and its messages arrive in order, so it
+    /// will send no PreAccept a held one could still wait for (`release_held_pre_accepts`).
+    pub(crate) pre_accepted_from: FxHashMap<Serial, T0>,
+    /// A peer's PreAccept raised `pre_accepted_from`: held ones may go now.
+    pub(crate) horizon_moved: bool,
     /// An execution handed out since the last `take_ready` is of a transaction whose own
     /// vote was late (`TxState::own_vote_late`): that `Ready` executes only once durable.
     execute_after_durable: bool,
@@ -228,6 +234,8 @@ impl Core {
             pending_acks: BTreeMap::new(),
             held_due_ms: None,
             held_pre_accepts: BTreeMap::new(),
+            pre_accepted_from: FxHashMap::default(),
+            horizon_moved: false,
             execute_after_durable: false,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
         };
@@ -388,6 +396,9 @@ impl Core {
         self.stats.messages_received += 1;
         self.dispatch(envelope.from, envelope.message);
         self.flush_local();
+        if std::mem::take(&mut self.horizon_moved) {
+            self.release_passed_pre_accepts();
+        }
     }
 
     /// Time passed: fires due timers.

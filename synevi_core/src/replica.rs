@@ -96,8 +96,9 @@ impl Core {
     /// it is held back for `Config::pre_accept_window_ms` and then handled together with
     /// every held one with a lower `t0`, lowest first ([`Core::release_held_pre_accepts`]):
     /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
-    /// still get `t = t0`. A hold that ran out with nothing conflicting held beside it ends
-    /// holding on its keys until the next reordering. Holding is a delay, which the network may impose on any message,
+    /// still get `t = t0`. It goes earlier once no PreAccept with a lower `t0` can come any
+    /// more ([`Core::pre_accept_horizon`]). A hold that ran out with nothing conflicting
+    /// held beside it ends holding on its keys until the next reordering. Holding is a delay, which the network may impose on any message,
     /// so it cannot change what is safe, with two exceptions for a node's own transactions.
     /// A home node must know every transaction it coordinates (its garbage-collection floor
     /// claims all it coordinated below it is applied everywhere; `gc_tick`), so it records
@@ -107,6 +108,13 @@ impl Core {
     /// executes only once durable (the crash test found a client answered for a commit
     /// whose coordinator's held vote a kill lost).
     pub(crate) fn hold_or_pre_accept(&mut self, from: Serial, message: PreAccept) {
+        if message.t0.0.serial == from && from != self.serial {
+            let latest = self.pre_accepted_from.entry(from).or_insert(message.t0);
+            if *latest < message.t0 {
+                *latest = message.t0;
+                self.horizon_moved = true;
+            }
+        }
         let window = self.config.pre_accept_window_ms;
         let hold = window > 0
             && !self.txs.contains_key(&message.t0)
@@ -150,19 +158,46 @@ impl Core {
         );
     }
 
-    /// Handles the held PreAccepts that are due, and with them every held one with a lower
-    /// `t0`, in `t0` order.
+    /// Handles the held PreAccepts that are due or that nothing can overtake any more
+    /// ([`Core::pre_accept_horizon`]), and with them every held one with a lower `t0`, in
+    /// `t0` order.
     pub(crate) fn release_held_pre_accepts(&mut self) {
         let now = self.now_ms();
-        let Some(upto) = self
+        let due = self
             .held_pre_accepts
             .iter()
             .filter(|(_, held)| held.due_ms <= now)
             .map(|(t0, _)| *t0)
+            .next_back();
+        if let Some(upto) = due.max(self.passed_pre_accepts()) {
+            self.release_held_upto(upto);
+        }
+    }
+
+    /// Handles the held PreAccepts that nothing can overtake any more, after a PreAccept
+    /// that may have moved [`Core::pre_accept_horizon`] (cheaper than
+    /// [`Core::release_held_pre_accepts`], which looks for due ones too).
+    pub(crate) fn release_passed_pre_accepts(&mut self) {
+        if let Some(upto) = self.passed_pre_accepts() {
+            self.release_held_upto(upto);
+        }
+    }
+
+    /// The highest held `t0` at or below [`Core::pre_accept_horizon`].
+    fn passed_pre_accepts(&self) -> Option<T0> {
+        if self.held_pre_accepts.is_empty() {
+            return None;
+        }
+        let horizon = self.pre_accept_horizon()?;
+        self.held_pre_accepts
+            .range(..=horizon)
             .next_back()
-        else {
-            return;
-        };
+            .map(|(t0, _)| *t0)
+    }
+
+    /// Handles the held PreAccepts up to `upto`, in `t0` order.
+    fn release_held_upto(&mut self, upto: T0) {
+        let now = self.now_ms();
         // Holding only pays while conflicting PreAccepts are under way together. One whose
         // window ran out without a conflicting one held at any time beside it waited for
         // nothing: its keys are handled at once again until the next reordering
@@ -183,9 +218,31 @@ impl Core {
                 break;
             }
             let held = entry.remove();
+            if held.due_ms > now {
+                self.stats.pre_accepts_released_early += 1;
+            }
             self.on_pre_accept(held.from, held.message);
             self.flush_local();
         }
+    }
+
+    /// The highest `t0` below which no PreAccept can arrive here any more that a held one
+    /// would wait for: every other member has sent a PreAccept of its own above it (each issues
+    /// rising `t0`s and its messages arrive in order), and this node's own next `t0` is
+    /// higher (its clock issues above what it issued or witnessed, and at least the wall
+    /// clock's millisecond). `None` while a member has sent none. A PreAccept that arrives
+    /// below it anyway (a retransmission after a lost connection, a wall clock stepped back)
+    /// loses its fast vote, as it would have without holding; releasing early is a shorter
+    /// delay, so it is as safe as holding.
+    fn pre_accept_horizon(&self) -> Option<T0> {
+        let wall = synevi_types::Timestamp::new(self.now.wall_ms, 0, 0);
+        let mut horizon = T0(self.clock.high().max(wall));
+        for member in self.quorums.members() {
+            if member != self.serial {
+                horizon = horizon.min(*self.pre_accepted_from.get(&member)?);
+            }
+        }
+        Some(horizon)
     }
 
     pub(crate) fn on_pre_accept(&mut self, from: Serial, message: PreAccept) {
@@ -748,7 +805,8 @@ mod tests {
     }
 
     /// Node 2, armed by a reordering, gets a PreAccept from node 1 at 20 ms and, if `pair`,
-    /// another on the same key from node 3 while the first is held. Returns node 2 once the
+    /// another on the same key from node 3 while the first is held (the second is held
+    /// until its window ends: node 1 sends nothing later). Returns node 2 once the
     /// window ran out, and the `t0` of a PreAccept node 1 sends it after that.
     fn after_a_hold(pair: bool) -> (Core, T0, Envelope) {
         let (mut cores, _, _) = second_pair_answers(2);
@@ -757,10 +815,12 @@ mod tests {
         cores[1].receive(at(20), to_e);
         assert!(cores[1].held_pre_accepts.contains_key(&e), "armed: held");
         if pair {
-            cores[2].submit(at(21), hot(6));
+            // Held beside `e`; and `e` goes at once, since node 3 sent a later one.
+            let f = cores[2].submit(at(21), hot(6));
             let to_f = pre_accept_to(&mut cores[2], 2);
             cores[1].receive(at(21), to_f);
-            assert_eq!(cores[1].held_pre_accepts.len(), 2);
+            assert!(cores[1].held_pre_accepts.contains_key(&f));
+            assert!(!cores[1].held_pre_accepts.contains_key(&e));
         }
         cores[1].tick(at(25));
         assert!(cores[1].held_pre_accepts.is_empty(), "released");
@@ -794,6 +854,35 @@ mod tests {
         node2.receive(at(30), to_g);
         assert!(answers(&mut node2).is_empty(), "held again");
         assert!(node2.held_pre_accepts.contains_key(&g));
+    }
+
+    /// Holding waits for PreAccepts with a lower `t0`; once every other member sent one of
+    /// its own above a held one (each issues rising `t0`s, and its messages arrive in order)
+    /// and this node's clock is past it, none can come: it goes before its window ends.
+    #[test]
+    fn a_held_pre_accept_goes_once_every_member_sent_a_later_one() {
+        let (mut cores, _, _) = second_pair_answers(2);
+        let e = cores[0].submit(at(20), hot(5));
+        let to_e = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(at(20), to_e);
+        cores[1].tick(at(20));
+        assert!(
+            cores[1].held_pre_accepts.contains_key(&e),
+            "node 3 may still send lower"
+        );
+        let f = cores[2].submit(at(21), hot(6));
+        let to_f = pre_accept_to(&mut cores[2], 2);
+        cores[1].receive(at(21), to_f);
+        cores[1].tick(at(21));
+        assert_eq!(
+            answers(&mut cores[1]),
+            vec![(e, e.as_t())],
+            "before its window ends"
+        );
+        assert!(
+            cores[1].held_pre_accepts.contains_key(&f),
+            "node 1 may still send lower than f"
+        );
     }
 
     /// A key without reorderings is handled at once, whatever the window.

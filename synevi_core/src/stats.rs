@@ -28,6 +28,9 @@ pub struct Stats {
     pub committed_deps_total: u64,
     /// PreAccepts this node held back under contention (`Config::pre_accept_window_ms`).
     pub pre_accepts_held: u64,
+    /// Of those, the ones handled before their window ended, because no PreAccept could
+    /// still overtake them.
+    pub pre_accepts_released_early: u64,
     /// Catch-up inquiries this node sent for dependencies it waited on.
     pub inquiries_sent: u64,
     /// Current: transactions whose protocol state this node holds.

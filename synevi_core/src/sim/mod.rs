@@ -226,6 +226,8 @@ pub struct SimReport {
     /// PreAccepts held back under contention (`Config::pre_accept_window_ms`), summed over
     /// nodes.
     pub pre_accepts_held: u64,
+    /// Of those, the ones handled before their window ended, summed over nodes.
+    pub pre_accepts_released_early: u64,
     /// Largest per-node protocol state seen ([`Core::state_size`]).
     pub state_size_max: usize,
     /// Per-node protocol state sampled every virtual second (the largest node's).
@@ -415,6 +417,7 @@ impl<E: Executor> Simulation<E> {
                 fast_path_commits: 0,
                 slow_path_commits: 0,
                 pre_accepts_held: 0,
+                pre_accepts_released_early: 0,
                 state_size_max: 0,
                 state_size_samples: Vec::new(),
                 virtual_ms: 0,
@@ -1205,6 +1208,7 @@ impl<E: Executor> Simulation<E> {
                 self.report.fast_path_commits += stats.fast_path_commits;
                 self.report.slow_path_commits += stats.slow_path_commits;
                 self.report.pre_accepts_held += stats.pre_accepts_held;
+                self.report.pre_accepts_released_early += stats.pre_accepts_released_early;
             }
             node.executor = None;
             node.incarnation += 1;
@@ -1314,6 +1318,7 @@ impl<E: Executor> Simulation<E> {
                 self.report.fast_path_commits += stats.fast_path_commits;
                 self.report.slow_path_commits += stats.slow_path_commits;
                 self.report.pre_accepts_held += stats.pre_accepts_held;
+                self.report.pre_accepts_released_early += stats.pre_accepts_released_early;
             }
         }
         self.report.trace_hash = *self.trace_hash.finalize().as_bytes();
