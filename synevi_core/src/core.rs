@@ -147,8 +147,11 @@ pub(crate) struct HeldPreAccept {
 /// other messages to the same peer, whose batch they then share. Neither is on anybody's
 /// latency path (they only let nodes forget), but sent on their own they cost a network
 /// write and a wake-up each: with one client, four of the ten messages a transaction
-/// causes. Under load every round has messages for every peer, and they go at once.
-pub(crate) const HOLD_MS: u64 = 1;
+/// causes. Under load every round has messages for every peer, and they go at once. With
+/// one client and 5 nodes a node sends to a given peer about every 1 to 2 ms (when either
+/// coordinates), so 3 ms lets nearly all of them ride along (measured against 1 ms: p50
+/// 0.31 → 0.28 ms, CPU per transaction 609 → 577 µs, 5 interleaved pairs).
+pub(crate) const HOLD_MS: u64 = 3;
 
 impl Core {
     /// A fresh node that has never run.
