@@ -120,11 +120,15 @@ pub struct Core {
     held_due_ms: Option<u64>,
     /// PreAccepts held back under contention, by `t0` (see `Config::pre_accept_window_ms`).
     pub(crate) held_pre_accepts: BTreeMap<T0, HeldPreAccept>,
-    /// Per peer, the highest `t0` of its own transactions it sent a PreAccept for: its
-    /// clock issues only higher ones from then on, and its messages arrive in order, so it
-    /// will send no PreAccept a held one could still wait for (`release_held_pre_accepts`).
+    /// Per peer, the highest timestamp its clock is known to have reached (a `t0` of its own
+    /// it sent a PreAccept for, or a vote it answered with, which it witnessed): it issues
+    /// only higher `t0`s from then on, and its messages arrive in order, so it will send no
+    /// PreAccept a held one could still wait for (`release_held_pre_accepts`).
     pub(crate) pre_accepted_from: FxHashMap<Serial, T0>,
-    /// A peer's PreAccept raised `pre_accepted_from`: held ones may go now.
+    /// A peer's message raised `pre_accepted_from`: held ones may go at the next tick
+    /// ([`Core::next_deadline`] asks for one at once). Not at once: a driver hands the core
+    /// a round's messages answers first and PreAccepts in `t0` order, so a peer's answer
+    /// can be handled before a PreAccept it sent earlier in the same round.
     pub(crate) horizon_moved: bool,
     /// An execution handed out since the last `take_ready` is of a transaction whose own
     /// vote was late (`TxState::own_vote_late`): that `Ready` executes only once durable.
@@ -399,9 +403,6 @@ impl Core {
         self.stats.messages_received += 1;
         self.dispatch(envelope.from, envelope.message);
         self.flush_local();
-        if std::mem::take(&mut self.horizon_moved) {
-            self.release_passed_pre_accepts();
-        }
     }
 
     /// Time passed: fires due timers.
@@ -572,6 +573,7 @@ impl Core {
             self.gc.next_deadline(),
             self.held_due_ms,
             self.held_pre_accepts.values().map(|held| held.due_ms).min(),
+            (self.horizon_moved && !self.held_pre_accepts.is_empty()).then_some(self.now_ms()),
         ]
         .into_iter()
         .flatten()

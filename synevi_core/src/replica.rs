@@ -108,12 +108,8 @@ impl Core {
     /// executes only once durable (the crash test found a client answered for a commit
     /// whose coordinator's held vote a kill lost).
     pub(crate) fn hold_or_pre_accept(&mut self, from: Serial, message: PreAccept) {
-        if message.t0.0.serial == from && from != self.serial {
-            let latest = self.pre_accepted_from.entry(from).or_insert(message.t0);
-            if *latest < message.t0 {
-                *latest = message.t0;
-                self.horizon_moved = true;
-            }
+        if message.t0.0.serial == from {
+            self.note_peer_clock(from, message.t0.0);
         }
         let window = self.config.pre_accept_window_ms;
         let hold = window > 0
@@ -162,6 +158,7 @@ impl Core {
     /// ([`Core::pre_accept_horizon`]), and with them every held one with a lower `t0`, in
     /// `t0` order.
     pub(crate) fn release_held_pre_accepts(&mut self) {
+        self.horizon_moved = false;
         let now = self.now_ms();
         let due = self
             .held_pre_accepts
@@ -170,15 +167,6 @@ impl Core {
             .map(|(t0, _)| *t0)
             .next_back();
         if let Some(upto) = due.max(self.passed_pre_accepts()) {
-            self.release_held_upto(upto);
-        }
-    }
-
-    /// Handles the held PreAccepts that nothing can overtake any more, after a PreAccept
-    /// that may have moved [`Core::pre_accept_horizon`] (cheaper than
-    /// [`Core::release_held_pre_accepts`], which looks for due ones too).
-    pub(crate) fn release_passed_pre_accepts(&mut self) {
-        if let Some(upto) = self.passed_pre_accepts() {
             self.release_held_upto(upto);
         }
     }
@@ -243,6 +231,19 @@ impl Core {
             }
         }
         Some(horizon)
+    }
+
+    /// Peer `from`'s clock reached `at`: it issued it as a `t0`, or witnessed it as its vote.
+    /// Every `t0` it issues from now on is higher (`pre_accept_horizon`).
+    pub(crate) fn note_peer_clock(&mut self, from: Serial, at: synevi_types::Timestamp) {
+        if from == self.serial {
+            return;
+        }
+        let latest = self.pre_accepted_from.entry(from).or_insert(T0(at));
+        if latest.0 < at {
+            *latest = T0(at);
+            self.horizon_moved = true;
+        }
     }
 
     pub(crate) fn on_pre_accept(&mut self, from: Serial, message: PreAccept) {
@@ -819,6 +820,8 @@ mod tests {
             let f = cores[2].submit(at(21), hot(6));
             let to_f = pre_accept_to(&mut cores[2], 2);
             cores[1].receive(at(21), to_f);
+            assert_eq!(cores[1].next_deadline(), Some(21), "a tick at once");
+            cores[1].tick(at(21));
             assert!(cores[1].held_pre_accepts.contains_key(&f));
             assert!(!cores[1].held_pre_accepts.contains_key(&e));
         }

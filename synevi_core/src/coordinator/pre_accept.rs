@@ -29,13 +29,18 @@ impl Core {
         if !self.quorums.is_voter(from) {
             return;
         }
+        if message.t < message.t0 {
+            tracing::warn!(%from, t0 = ?message.t0, t = ?message.t, "dropped a PreAcceptOk voting t below t0");
+            return;
+        }
+        // The voter witnessed its vote: its own next `t0` is higher.
+        self.note_peer_clock(from, message.t.0);
         let Some(coordination) = self.coordinations.get_mut(&message.t0) else {
             return; // decided already, or never ours: a late answer
         };
         let Phase::PreAccept { replies, .. } = &mut coordination.phase else {
             return;
         };
-        assert!(message.t >= message.t0, "replica proposed t below t0");
         replies.insert(from, (message.t, message.deps));
         self.decide_pre_accept(message.t0, false);
     }
