@@ -888,6 +888,36 @@ mod tests {
         );
     }
 
+    /// A peer's answer tells its clock too: it witnessed the `t` it voted, so its next `t0`
+    /// is higher. Node 3 coordinates nothing here, but its vote on node 2's own transaction
+    /// lets node 2's held PreAccept from node 1 go.
+    #[test]
+    fn a_peer_vote_above_a_held_pre_accept_lets_it_go() {
+        let (mut cores, _, _) = second_pair_answers(2);
+        let e = cores[0].submit(at(20), hot(5));
+        let to_e = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(at(20), to_e);
+        let x = cores[1].submit(at(20), hot(6));
+        assert!(x > e);
+        let to_node3 = pre_accept_to(&mut cores[1], 3);
+        cores[1].tick(at(20));
+        assert_eq!(cores[1].held_pre_accepts.len(), 2, "both held");
+        cores[2].receive(at(20), to_node3);
+        let vote = cores[2]
+            .take_ready()
+            .messages
+            .into_iter()
+            .find(|m| m.to == 2 && matches!(m.message, Message::PreAcceptOk(_)))
+            .expect("node 3 votes on x");
+        cores[1].receive(at(21), vote);
+        cores[1].tick(at(21));
+        assert!(!cores[1].held_pre_accepts.contains_key(&e), "e went early");
+        assert!(
+            cores[1].held_pre_accepts.contains_key(&x),
+            "node 1 may still send below x"
+        );
+    }
+
     /// A key without reorderings is handled at once, whatever the window.
     #[test]
     fn in_order_pre_accepts_are_not_held() {
