@@ -39,14 +39,14 @@ pub struct Config {
     /// order in the last second (contention), so that PreAccepts with a lower `t0` arriving
     /// meanwhile are handled first: a replica votes `t = t0` only if it witnessed nothing
     /// conflicting above `t0`, so handling them in `t0` order lets more of them take the fast
-    /// path. A held PreAccept goes before its window ends once every other member sent a
-    /// PreAccept of its own with a higher `t0` (none can then still overtake it). A hold
-    /// whose window runs out with no conflicting PreAccept held beside it
-    /// waited for nothing, and ends holding on its keys until the next reordering (with one
-    /// writer at a time, a lagging replica's occasional reordering would otherwise cost
-    /// every transaction on the key the window for a second). Costs held transactions up to
-    /// this much latency, others nothing; with few concurrent writers per key the latency
-    /// can outweigh the saved round trips. `0` turns it off.
+    /// path. A held PreAccept goes before its window ends once every other member's clock
+    /// is known to be past its `t0` (a PreAccept of its own or a vote above it arrived): no
+    /// PreAccept can then still overtake it, so under steady contention a hold lasts a
+    /// fraction of the window. A hold whose window runs out with no conflicting PreAccept
+    /// held beside it waited for nothing, and ends holding on its keys until the next
+    /// reordering (with one writer at a time, a lagging replica's occasional reordering
+    /// would otherwise cost every transaction on the key the window for a second). Costs
+    /// held transactions up to this much latency, others nothing. `0` turns it off.
     pub pre_accept_window_ms: u64,
     /// How long (in real microseconds) the driver's core thread keeps looking for its next
     /// input after a round before it sleeps. Waking a sleeping thread costs tens of
@@ -71,7 +71,7 @@ impl Default for Config {
             batch_inputs_max: 1_024,
             payload_bytes_max: 2 * 1024 * 1024,
             replay_events_on_start: true,
-            pre_accept_window_ms: 2,
+            pre_accept_window_ms: 5,
             idle_spin_us: 30,
         }
     }
