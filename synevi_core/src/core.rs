@@ -124,11 +124,11 @@ pub struct Core {
     /// it sent a PreAccept for, or a vote it answered with, which it witnessed): it issues
     /// only higher `t0`s from then on, and its messages arrive in order, so it will send no
     /// PreAccept a held one could still wait for (`release_held_pre_accepts`).
-    pub(crate) pre_accepted_from: FxHashMap<Serial, T0>,
-    /// A peer's message raised `pre_accepted_from`: held ones may go at the next tick
-    /// ([`Core::next_deadline`] asks for one at once). Not at once: a driver hands the core
-    /// a round's messages answers first and PreAccepts in `t0` order, so a peer's answer
-    /// can be handled before a PreAccept it sent earlier in the same round.
+    pub(crate) peer_clocks: FxHashMap<Serial, T0>,
+    /// A peer's message raised `peer_clocks`: held ones may go at the next tick
+    /// ([`Core::next_deadline`] asks for one at once), not at once: a driver hands the core
+    /// a round's messages with answers first and PreAccepts last, in `t0` order, so a
+    /// peer's answer can be handled before a PreAccept it sent earlier in the same round.
     pub(crate) horizon_moved: bool,
     /// An execution handed out since the last `take_ready` is of a transaction whose own
     /// vote was late (`TxState::own_vote_late`): that `Ready` executes only once durable.
@@ -241,7 +241,7 @@ impl Core {
             pending_acks: BTreeMap::new(),
             held_due_ms: None,
             held_pre_accepts: BTreeMap::new(),
-            pre_accepted_from: FxHashMap::default(),
+            peer_clocks: FxHashMap::default(),
             horizon_moved: false,
             execute_after_durable: false,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,

@@ -98,8 +98,9 @@ impl Core {
     /// a PreAccept with a lower `t0` that arrives meanwhile is handled before it and can
     /// still get `t = t0`. It goes earlier once no PreAccept with a lower `t0` can come any
     /// more ([`Core::pre_accept_horizon`]). A hold that ran out with nothing conflicting
-    /// held beside it ends holding on its keys until the next reordering. Holding is a delay, which the network may impose on any message,
-    /// so it cannot change what is safe, with two exceptions for a node's own transactions.
+    /// held beside it ends holding on its keys until the next reordering. Holding is a
+    /// delay, which the network may impose on any message, so it cannot change what is
+    /// safe, with two exceptions for a node's own transactions.
     /// A home node must know every transaction it coordinates (its garbage-collection floor
     /// claims all it coordinated below it is applied everywhere; `gc_tick`), so it records
     /// its own held transaction at once, unvoted. And its vote, cast when released, is no
@@ -215,10 +216,10 @@ impl Core {
     }
 
     /// The highest `t0` below which no PreAccept can arrive here any more that a held one
-    /// would wait for: every other member has sent a PreAccept of its own above it (each issues
-    /// rising `t0`s and its messages arrive in order), and this node's own next `t0` is
-    /// higher (its clock issues above what it issued or witnessed, and at least the wall
-    /// clock's millisecond). `None` while a member has sent none. A PreAccept that arrives
+    /// would wait for: every other member's clock is known to be past it
+    /// (`note_peer_clock`: each issues rising `t0`s and its messages arrive in order), and
+    /// this node's own next `t0` is higher (its clock issues above what it issued or
+    /// witnessed, and at least the wall clock's millisecond). `None` while a member has sent none. A PreAccept that arrives
     /// below it anyway (a retransmission after a lost connection, a wall clock stepped back)
     /// loses its fast vote, as it would have without holding; releasing early is a shorter
     /// delay, so it is as safe as holding.
@@ -227,7 +228,7 @@ impl Core {
         let mut horizon = T0(self.clock.high().max(wall));
         for member in self.quorums.members() {
             if member != self.serial {
-                horizon = horizon.min(*self.pre_accepted_from.get(&member)?);
+                horizon = horizon.min(*self.peer_clocks.get(&member)?);
             }
         }
         Some(horizon)
@@ -239,7 +240,7 @@ impl Core {
         if from == self.serial {
             return;
         }
-        let latest = self.pre_accepted_from.entry(from).or_insert(T0(at));
+        let latest = self.peer_clocks.entry(from).or_insert(T0(at));
         if latest.0 < at {
             *latest = T0(at);
             self.horizon_moved = true;
