@@ -806,16 +806,23 @@ mod tests {
         assert!(cores[1].take_ready().execute_early);
     }
 
-    /// Node 2, armed by a reordering, gets a PreAccept from node 1 at 20 ms and, if `pair`,
-    /// another on the same key from node 3 while the first is held (the second is held
-    /// until its window ends: node 1 sends nothing later). Returns node 2 once the
-    /// window ran out, and the `t0` of a PreAccept node 1 sends it after that.
-    fn after_a_hold(pair: bool) -> (Core, T0, Envelope) {
+    /// Node 2, armed by a reordering (`second_pair_answers`), holds a PreAccept `e` that node
+    /// 1 sent at 20 ms. Returns the cores and `e`.
+    fn holding_one_from_node_1() -> (Vec<Core>, T0) {
         let (mut cores, _, _) = second_pair_answers(2);
         let e = cores[0].submit(at(20), hot(5));
         let to_e = pre_accept_to(&mut cores[0], 2);
         cores[1].receive(at(20), to_e);
         assert!(cores[1].held_pre_accepts.contains_key(&e), "armed: held");
+        (cores, e)
+    }
+
+    /// Node 2, armed by a reordering, gets a PreAccept from node 1 at 20 ms and, if `pair`,
+    /// another on the same key from node 3 while the first is held (the second is held
+    /// until its window ends: node 1 sends nothing later). Returns node 2 once the
+    /// window ran out, and the `t0` of a PreAccept node 1 sends it after that.
+    fn after_a_hold(pair: bool) -> (Core, T0, Envelope) {
+        let (mut cores, e) = holding_one_from_node_1();
         if pair {
             // Held beside `e`; and `e` goes at once, since node 3 sent a later one.
             let f = cores[2].submit(at(21), hot(6));
@@ -865,10 +872,7 @@ mod tests {
     /// and this node's clock is past it, none can come: it goes before its window ends.
     #[test]
     fn a_held_pre_accept_goes_once_every_member_sent_a_later_one() {
-        let (mut cores, _, _) = second_pair_answers(2);
-        let e = cores[0].submit(at(20), hot(5));
-        let to_e = pre_accept_to(&mut cores[0], 2);
-        cores[1].receive(at(20), to_e);
+        let (mut cores, e) = holding_one_from_node_1();
         cores[1].tick(at(20));
         assert!(
             cores[1].held_pre_accepts.contains_key(&e),
@@ -894,10 +898,7 @@ mod tests {
     /// lets node 2's held PreAccept from node 1 go.
     #[test]
     fn a_peer_vote_above_a_held_pre_accept_lets_it_go() {
-        let (mut cores, _, _) = second_pair_answers(2);
-        let e = cores[0].submit(at(20), hot(5));
-        let to_e = pre_accept_to(&mut cores[0], 2);
-        cores[1].receive(at(20), to_e);
+        let (mut cores, e) = holding_one_from_node_1();
         let x = cores[1].submit(at(20), hot(6));
         assert!(x > e);
         let to_node3 = pre_accept_to(&mut cores[1], 3);

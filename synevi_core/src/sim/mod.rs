@@ -236,6 +236,18 @@ pub struct SimReport {
     pub virtual_ms: u64,
 }
 
+impl SimReport {
+    /// Adds a node's counters: once when it crashes (its core, and the counters, are gone
+    /// after), once at the end of the run for every node then running.
+    fn count(&mut self, stats: &crate::Stats) {
+        self.recoveries += stats.recoveries_started;
+        self.fast_path_commits += stats.fast_path_commits;
+        self.slow_path_commits += stats.slow_path_commits;
+        self.pre_accepts_held += stats.pre_accepts_held;
+        self.pre_accepts_released_early += stats.pre_accepts_released_early;
+    }
+}
+
 /// A run that violated an invariant.
 #[derive(Clone, Debug)]
 pub struct SimFailure {
@@ -1203,12 +1215,7 @@ impl<E: Executor> Simulation<E> {
     fn crash(&mut self, serial: Serial) {
         if let Some(node) = self.nodes.get_mut(&serial) {
             if let Some(core) = node.core.take() {
-                let stats = core.stats();
-                self.report.recoveries += stats.recoveries_started;
-                self.report.fast_path_commits += stats.fast_path_commits;
-                self.report.slow_path_commits += stats.slow_path_commits;
-                self.report.pre_accepts_held += stats.pre_accepts_held;
-                self.report.pre_accepts_released_early += stats.pre_accepts_released_early;
+                self.report.count(&core.stats());
             }
             node.executor = None;
             node.incarnation += 1;
@@ -1313,12 +1320,7 @@ impl<E: Executor> Simulation<E> {
         self.report.invalidated = self.report.submitted - self.report.executed;
         for node in self.nodes.values() {
             if let Some(core) = &node.core {
-                let stats = core.stats();
-                self.report.recoveries += stats.recoveries_started;
-                self.report.fast_path_commits += stats.fast_path_commits;
-                self.report.slow_path_commits += stats.slow_path_commits;
-                self.report.pre_accepts_held += stats.pre_accepts_held;
-                self.report.pre_accepts_released_early += stats.pre_accepts_released_early;
+                self.report.count(&core.stats());
             }
         }
         self.report.trace_hash = *self.trace_hash.finalize().as_bytes();
