@@ -37,6 +37,7 @@ fn envelopes() -> Vec<(String, Envelope)> {
         from: 1,
         to: 2,
         message,
+        clock: Timestamp::ZERO,
     };
     let mut all = vec![(
         "PreAccept".to_string(),

@@ -126,6 +126,7 @@ impl Inbox for Echo {
             from: envelope.to,
             to: envelope.from,
             message: envelope.message,
+            clock: envelope.clock,
         });
     }
 }
@@ -193,6 +194,8 @@ impl EchoPair {
                 t0s: vec![T0(Timestamp::new(sequence, 0, 1))],
                 committed: Vec::new(),
             }),
+            // As a node's messages do: the batch carries its sender's clock.
+            clock: Timestamp::new(sequence, 0, 1),
         }
     }
 

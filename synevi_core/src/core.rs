@@ -401,7 +401,13 @@ impl Core {
             return;
         }
         self.stats.messages_received += 1;
+        let clock = envelope.clock;
         self.dispatch(envelope.from, envelope.message);
+        // After the message: a PreAccept the sender issued below its clock came before it.
+        if clock > Timestamp::ZERO {
+            let clock = Timestamp::new(clock.time, clock.counter, Serial::MAX);
+            self.note_peer_clock(envelope.from, clock);
+        }
         self.flush_local();
     }
 
@@ -599,10 +605,14 @@ impl Core {
             self.local.push_back(message);
         } else {
             self.stats.messages_sent += 1;
+            // Stamped when made: a PreAccept this node issued is made before every message
+            // that tells its clock passed the PreAccept's `t0`, and goes before them on the
+            // link (`Envelope::clock`).
             self.ready.messages.push(Envelope {
                 from: self.serial,
                 to,
                 message,
+                clock: self.clock.high(),
             });
         }
     }

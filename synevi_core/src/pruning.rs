@@ -268,6 +268,7 @@ mod tests {
             from,
             to: 1,
             message: Message::Applied(Applied { t0s, committed }),
+            clock: Timestamp::ZERO,
         }
     }
 

@@ -123,6 +123,12 @@ impl Core {
             self.on_pre_accept(from, message);
             return;
         }
+        // Witnessed at once, though handled later: every `t0` this node issues from now on
+        // is above the held one, so its own PreAccepts cannot overtake it at any replica,
+        // and its next message tells every peer that its clock is past it
+        // (`pre_accept_horizon`), which ends their holds of it. A clock may always move
+        // forward; handling it at once would have moved it the same way.
+        self.clock.witness(message.t0.0);
         if from == self.serial {
             if !self.ensure_state(message.t0, Some(&message.body)) {
                 return;
@@ -217,9 +223,10 @@ impl Core {
 
     /// The highest `t0` below which no PreAccept can arrive here any more that a held one
     /// would wait for: every other member's clock is known to be past it
-    /// (`note_peer_clock`: each issues rising `t0`s and its messages arrive in order), and
-    /// this node's own next `t0` is higher (its clock issues above what it issued or
-    /// witnessed, and at least the wall clock's millisecond). `None` while a member has sent none. A PreAccept that arrives
+    /// (`note_peer_clock`: each issues rising `t0`s, stamps every message with its clock as
+    /// it makes it, and its messages arrive in order), and this node's own next `t0` is
+    /// higher (its clock issues above what it issued or witnessed, and at least the wall
+    /// clock's millisecond). `None` while a member has sent none. A PreAccept that arrives
     /// below it anyway (a retransmission after a lost connection, a wall clock stepped back)
     /// loses its fast vote, as it would have without holding; releasing early is a shorter
     /// delay, so it is as safe as holding.
@@ -234,8 +241,9 @@ impl Core {
         Some(horizon)
     }
 
-    /// Peer `from`'s clock reached `at`: it issued it as a `t0`, or witnessed it as its vote.
-    /// Every `t0` it issues from now on is higher (`pre_accept_horizon`).
+    /// Peer `from`'s clock reached `at`: it issued it as a `t0`, witnessed it as its vote, or
+    /// stamped a message with it (`Envelope::clock`). Every `t0` it issues from now on is
+    /// higher (`pre_accept_horizon`).
     pub(crate) fn note_peer_clock(&mut self, from: Serial, at: synevi_types::Timestamp) {
         if from == self.serial {
             return;
@@ -283,13 +291,14 @@ impl Core {
 
     pub(crate) fn on_accept(&mut self, from: Serial, message: Accept) {
         let t0 = message.t0;
+        // Network input: no coordinator proposes a `t` below `t0` (it is the highest vote,
+        // and no vote is below `t0`).
+        if message.t < t0 {
+            tracing::warn!(%from, ?t0, t = ?message.t, "dropped an Accept proposing t below t0");
+            return;
+        }
         self.clock.witness(t0.0);
         self.clock.witness(message.t.0);
-        assert!(
-            message.t >= t0,
-            "Accept proposes t {:?} below {t0:?}",
-            message.t
-        );
         if !self.accept_gate(from, t0, message.ballot, Some(&message.body)) {
             return;
         }
@@ -326,13 +335,13 @@ impl Core {
         // before sending, and this node before anything it sends after this step leaves.
         let holders = u8::from(self.quorums.is_voter(self.serial))
             + u8::from(from != self.serial && self.quorums.is_voter(from));
+        // Network input: no transaction commits at a `t` below its `t0`.
+        if message.t < t0 {
+            tracing::warn!(%from, ?t0, t = ?message.t, "dropped a Commit with t below t0");
+            return;
+        }
         self.clock.witness(t0.0);
         self.clock.witness(message.t.0);
-        assert!(
-            message.t >= t0,
-            "Commit with t {:?} below {t0:?}",
-            message.t
-        );
         if !self.ensure_state(t0, Some(&message.body)) {
             // Forgotten: applied here (and everywhere). A home node that restarted asks again.
             self.queue_applied_ack(t0);
@@ -612,7 +621,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use synevi_types::{Bytes, Envelope, Keys, TxBody};
+    use synevi_types::{Bytes, Envelope, Keys, Timestamp, TxBody};
 
     use super::*;
     use crate::{Config, Now};
@@ -918,6 +927,87 @@ mod tests {
             cores[1].held_pre_accepts.contains_key(&x),
             "node 1 may still send below x"
         );
+    }
+
+    /// Node 3's clock passed the held PreAccept (it shows in the clock its message carries,
+    /// whatever the message): node 3 can send nothing below it any more, and node 1 sent it,
+    /// so it goes at the next tick. A message that tells no clock lets nothing go.
+    #[test]
+    fn any_message_stamped_past_a_held_pre_accept_lets_it_go() {
+        let (mut cores, e) = holding_one_from_node_1();
+        let from_node3 = |clock| Envelope {
+            from: 3,
+            to: 2,
+            message: Message::Inquire(Inquire { t0s: Vec::new() }),
+            clock,
+        };
+        cores[1].receive(at(21), from_node3(Timestamp::ZERO));
+        cores[1].tick(at(21));
+        assert!(
+            cores[1].held_pre_accepts.contains_key(&e),
+            "node 3 told nothing"
+        );
+        cores[1].receive(at(21), from_node3(e.0));
+        assert_eq!(cores[1].next_deadline(), Some(21), "a tick at once");
+        cores[1].tick(at(21));
+        assert!(cores[1].held_pre_accepts.is_empty(), "e went early");
+        assert_eq!(cores[1].stats().pre_accepts_released_early, 1);
+    }
+
+    /// A held PreAccept moves the clock at once, not when it is handled: what this node
+    /// submits meanwhile gets a higher `t0` (and cannot overtake it), and the clock its
+    /// messages carry tells its peers so.
+    #[test]
+    fn a_held_pre_accept_is_witnessed_at_once() {
+        let (mut cores, _, _) = second_pair_answers(2);
+        // Node 1's clock runs 10 ms ahead of node 2's.
+        let e = cores[0].submit(at(30), hot(5));
+        let to_e = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(at(20), to_e);
+        assert!(cores[1].held_pre_accepts.contains_key(&e), "armed: held");
+        let x = cores[1].submit(at(20), hot(6));
+        assert!(x > e, "{x:?} would overtake the held {e:?}");
+        let to_node3 = pre_accept_to(&mut cores[1], 3);
+        assert!(to_node3.clock >= e.0, "the clock it carries is past e");
+    }
+
+    /// An Accept or a Commit from the network with `t` below `t0` (a bug or a forgery at the
+    /// sender) is dropped: the replica neither panics nor records anything.
+    #[test]
+    fn accepts_and_commits_below_t0_are_dropped() {
+        let mut cores = three_cores(0);
+        let x = cores[0].submit(at(0), hot(1));
+        let low = T(Timestamp::new(1, 0, 1));
+        assert!(low < x.as_t());
+        let messages = [
+            Message::Accept(Accept {
+                t0: x,
+                ballot: Ballot::ZERO,
+                t: low,
+                deps: Deps::new(),
+                body: hot(1),
+            }),
+            Message::Commit(Commit {
+                t0: x,
+                t: low,
+                deps: Deps::new(),
+                body: hot(1),
+            }),
+        ];
+        for message in messages {
+            let envelope = Envelope {
+                from: 1,
+                to: 2,
+                message,
+                clock: Timestamp::ZERO,
+            };
+            cores[1].receive(at(1), envelope);
+            assert!(!cores[1].txs.contains_key(&x), "nothing recorded");
+            assert!(
+                cores[1].take_ready().messages.is_empty(),
+                "nothing answered"
+            );
+        }
     }
 
     /// A key without reorderings is handled at once, whatever the window.

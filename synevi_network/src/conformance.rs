@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use synevi_types::{Envelope, Member, Network, Serial, Ulid};
+use synevi_types::{Envelope, Member, Network, Serial, Timestamp, Ulid};
 
 use crate::test_support::{
     channel_inbox, every_message_kind, number_of, numbered, Received, DEADLINE,
@@ -64,6 +64,7 @@ pub(crate) async fn delivers_every_message_type_intact<H: Harness>(harness: &mut
             from: 1,
             to: 2,
             message,
+            clock: Timestamp::ZERO,
         })
         .collect();
     for envelope in &sent {
@@ -106,6 +107,46 @@ pub(crate) async fn keeps_fifo_order_per_link<H: Harness>(harness: &mut H) {
         next_expected,
         BTreeMap::from([(1, PER_SENDER), (2, PER_SENDER)])
     );
+    harness.shutdown_all().await;
+}
+
+/// Every envelope arrives with the clock it was sent with, or with none
+/// ([`Timestamp::ZERO`]: a network that batches carries it once per batch, on the batch's
+/// last envelope, which gets the highest of the batch, its own where clocks rise as here);
+/// and the last one sent brings its clock, so the receiver always learns the sender's
+/// latest.
+pub(crate) async fn carries_the_senders_clock<H: Harness>(harness: &mut H) {
+    const COUNT: u64 = 2_000;
+    let mut inboxes = cluster(harness, &[1, 2]).await;
+    let stamped = |number: u64| Envelope {
+        clock: Timestamp::new(1_000 + number, 0, 1),
+        ..numbered(1, 2, number)
+    };
+    for number in 0..COUNT {
+        harness.network(1).send(stamped(number));
+    }
+    let inbox = get(&mut inboxes, 2);
+    let mut told = 0;
+    for number in 0..COUNT {
+        let envelope = inbox.next("a stamped envelope").await;
+        assert_eq!(number_of(&envelope), Some(number), "in order");
+        if envelope.clock != Timestamp::ZERO {
+            assert_eq!(
+                envelope.clock,
+                stamped(number).clock,
+                "its own clock or none"
+            );
+            told += 1;
+        }
+        if number == COUNT - 1 {
+            assert_eq!(
+                envelope.clock,
+                stamped(number).clock,
+                "the last tells the latest"
+            );
+        }
+    }
+    assert!(told >= 1);
     harness.shutdown_all().await;
 }
 
@@ -221,6 +262,11 @@ macro_rules! conformance_tests {
         #[tokio::test]
         async fn delivers_every_message_type_intact() {
             crate::conformance::delivers_every_message_type_intact(&mut $make).await;
+        }
+
+        #[tokio::test]
+        async fn carries_the_senders_clock() {
+            crate::conformance::carries_the_senders_clock(&mut $make).await;
         }
 
         #[tokio::test]

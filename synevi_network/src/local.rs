@@ -148,7 +148,7 @@ impl Network for LocalNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use synevi_types::{Inquire, Message};
+    use synevi_types::{Inquire, Message, Timestamp};
 
     struct Collect(Mutex<Vec<Envelope>>);
 
@@ -163,6 +163,7 @@ mod tests {
             from,
             to,
             message: Message::Inquire(Inquire { t0s: vec![] }),
+            clock: Timestamp::ZERO,
         }
     }
 

@@ -161,10 +161,12 @@ pub(crate) fn message() -> impl Strategy<Value = Message> {
 
 /// Any envelope.
 pub(crate) fn envelope() -> impl Strategy<Value = Envelope> {
+    // No clock: a batch carries it, not an envelope (`wire::clock_to`).
     (any::<u16>(), any::<u16>(), message()).prop_map(|(from, to, message)| Envelope {
         from,
         to,
         message,
+        clock: Timestamp::ZERO,
     })
 }
 
@@ -314,6 +316,7 @@ pub(crate) fn numbered(from: Serial, to: Serial, number: u64) -> Envelope {
         message: Message::Inquire(Inquire {
             t0s: vec![T0(Timestamp::new(number, 0, from))],
         }),
+        clock: Timestamp::ZERO,
     }
 }
 

@@ -290,4 +290,10 @@ pub struct Envelope {
     pub to: Serial,
     /// The message.
     pub message: Message,
+    /// The sender's clock ([`crate::Hlc::high`]) when it sent the message: every
+    /// `t0` the sender issues later is above every timestamp with this `time` and `counter`,
+    /// whatever their serial. Receivers learn from it when no PreAccept from the sender can
+    /// arrive below a held one any more. [`Timestamp::ZERO`] tells nothing (networks that
+    /// batch envelopes may carry the clock only on the last one of a batch).
+    pub clock: Timestamp,
 }

@@ -777,6 +777,7 @@ mod tests {
                     from: 1,
                     to: 2,
                     message,
+                    clock: Timestamp::ZERO,
                 })
                 .collect(),
             jobs: (0..executions)

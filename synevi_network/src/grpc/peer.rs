@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use synevi_types::{Envelope, Member, Serial, SyneviError, Ulid};
+use synevi_types::{Envelope, Member, Serial, SyneviError, Timestamp, Ulid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -198,9 +198,9 @@ fn stream_ended(ended: Result<tonic::Response<proto::StreamSummary>, tonic::Stat
 /// The receiving end of a peer's queue, turning queued envelopes into frames.
 struct Outbox {
     queue: mpsc::Receiver<Envelope>,
-    /// An envelope taken from the queue that did not fit into the previous frame; it opens
-    /// the next one, so the order on the link is kept.
-    carry: Option<(proto::Envelope, usize)>,
+    /// An envelope taken from the queue that did not fit into the previous frame, with its
+    /// size and clock; it opens the next one, so the order on the link is kept.
+    carry: Option<(proto::Envelope, usize, Timestamp)>,
     frame_bytes_max: usize,
     batch_envelopes_max: usize,
     counters: Arc<Counters>,
@@ -214,9 +214,10 @@ impl Outbox {
     ///
     /// Cancel-safe: the only await is the queue's `recv`, before anything was taken.
     /// Returns the frame with its encoded size, or `None` once the queue is closed and
-    /// empty.
+    /// empty. The frame carries the clock of its last envelope, the highest (envelopes are
+    /// stamped as they are made, and queued in that order).
     async fn next_batch(&mut self) -> Option<(proto::Batch, usize)> {
-        let (first, mut bytes) = match self.carry.take() {
+        let (first, mut bytes, mut clock) = match self.carry.take() {
             Some(carried) => carried,
             None => loop {
                 let envelope = self.queue.recv().await?;
@@ -231,43 +232,52 @@ impl Outbox {
             let Ok(envelope) = self.queue.try_recv() else {
                 break;
             };
-            let Some((encoded, size)) = self.encode(envelope) else {
+            let Some((encoded, size, stamped)) = self.encode(envelope) else {
                 continue;
             };
-            if bytes + size > self.frame_bytes_max {
-                self.carry = Some((encoded, size));
+            if bytes + size > self.envelope_bytes_max() {
+                self.carry = Some((encoded, size, stamped));
                 break;
             }
             bytes += size;
+            clock = clock.max(stamped);
             envelopes.push(encoded);
         }
+        let clock = wire::clock_to(clock);
+        bytes += clock.as_ref().map_or(0, wire::framed_clock_len);
         debug_assert!(
             bytes <= self.frame_bytes_max,
             "a frame never exceeds the limit"
         );
         debug_assert!(!envelopes.is_empty(), "a frame is never empty");
-        Some((proto::Batch { envelopes }, bytes))
+        Some((proto::Batch { envelopes, clock }, bytes))
+    }
+
+    /// What a frame's envelopes may take: the frame's limit less room for its clock.
+    fn envelope_bytes_max(&self) -> usize {
+        self.frame_bytes_max.saturating_sub(wire::CLOCK_FRAMED_MAX)
     }
 
     /// Encodes an envelope and measures it; one that can never fit into a frame is dropped
-    /// here, logged, and never sent.
-    fn encode(&self, envelope: Envelope) -> Option<(proto::Envelope, usize)> {
+    /// here, logged, and never sent. Returns it with its size and clock.
+    fn encode(&self, envelope: Envelope) -> Option<(proto::Envelope, usize, Timestamp)> {
         let kind = envelope.message.kind();
+        let clock = envelope.clock;
         let encoded = wire::envelope_to_proto(envelope);
         let size = wire::framed_len(&encoded);
-        if size > self.frame_bytes_max {
+        if size > self.envelope_bytes_max() {
             let total = add(&self.counters.dropped_too_large, 1);
             let error = SyneviError::TooLarge {
                 what: "envelope",
                 size,
-                limit: self.frame_bytes_max,
+                limit: self.envelope_bytes_max(),
             };
             tracing::warn!(peer = self.peer, kind, total, %error,
                 "dropped an envelope that can never be sent (raise frame_bytes_max or send \
                  smaller transactions)");
             return None;
         }
-        Some((encoded, size))
+        Some((encoded, size, clock))
     }
 }
 

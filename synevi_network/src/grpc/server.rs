@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use synevi_types::{Envelope, Inbox, SyneviError};
+use synevi_types::{Envelope, Inbox, SyneviError, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -77,15 +77,31 @@ impl proto::peer_server::Peer for Receiver {
 }
 
 impl Receiver {
+    /// Delivers the batch's envelopes in order; the last one delivered carries the batch's
+    /// clock (`Envelope::clock`), which the sender took when it made the batch's last
+    /// envelope: the receiver learns it after every envelope made before it.
     fn on_batch(&self, batch: proto::Batch, tally: &mut Tally) {
         let counters = &self.shared.counters;
         add(&counters.batches_received, 1);
+        // A bad clock tells nothing; the envelopes are good without it.
+        let clock = wire::clock_from(batch.clock).unwrap_or_else(|reason| {
+            let total = add(&counters.rejected_clocks, 1);
+            if worth_logging(total) {
+                tracing::warn!(serial = self.shared.serial, total, %reason,
+                    "ignored a received batch's clock");
+            }
+            Timestamp::ZERO
+        });
+        // Held back by one, so that the last can be given the clock.
+        let mut pending: Option<Envelope> = None;
         for encoded in batch.envelopes {
             match wire::envelope_from_proto(encoded).and_then(|envelope| self.check(envelope)) {
                 Ok(envelope) => {
                     tally.accepted += 1;
                     add(&counters.envelopes_received, 1);
-                    self.inbox.deliver(envelope);
+                    if let Some(previous) = pending.replace(envelope) {
+                        self.inbox.deliver(previous);
+                    }
                 }
                 Err(reason) => {
                     tally.rejected += 1;
@@ -96,6 +112,10 @@ impl Receiver {
                     }
                 }
             }
+        }
+        if let Some(mut last) = pending {
+            last.clock = clock;
+            self.inbox.deliver(last);
         }
     }
 

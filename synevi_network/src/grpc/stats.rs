@@ -31,6 +31,9 @@ pub struct GrpcStats {
     /// Received envelopes dropped: malformed, not addressed to this node, or from a serial
     /// that is not a member.
     pub rejected_envelopes: u64,
+    /// Received batches whose sender's clock was malformed: the clock was ignored, the
+    /// envelopes delivered.
+    pub rejected_clocks: u64,
     /// Received streams that ended with an error (an undecodable or oversized frame, a
     /// broken connection).
     pub failed_inbound_streams: u64,
@@ -52,6 +55,7 @@ pub(crate) struct Counters {
     pub(crate) dropped_unknown_destination: AtomicU64,
     pub(crate) dropped_disconnected: AtomicU64,
     pub(crate) rejected_envelopes: AtomicU64,
+    pub(crate) rejected_clocks: AtomicU64,
     pub(crate) failed_inbound_streams: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) connection_failures: AtomicU64,
@@ -82,6 +86,7 @@ impl Counters {
             dropped_unknown_destination: get(&self.dropped_unknown_destination),
             dropped_disconnected: get(&self.dropped_disconnected),
             rejected_envelopes: get(&self.rejected_envelopes),
+            rejected_clocks: get(&self.rejected_clocks),
             failed_inbound_streams: get(&self.failed_inbound_streams),
             connections: get(&self.connections),
             connection_failures: get(&self.connection_failures),

@@ -57,6 +57,7 @@ fn pre_accept(from: Serial, to: Serial, payload_bytes: usize) -> Envelope {
                 payload: Bytes::from(vec![7u8; payload_bytes]),
             },
         }),
+        clock: Timestamp::ZERO,
     }
 }
 
@@ -218,7 +219,10 @@ async fn send_raw(url: &str, frames: Vec<Vec<u8>>) -> Result<proto::StreamSummar
 }
 
 fn encode_batch(envelopes: Vec<proto::Envelope>) -> Vec<u8> {
-    prost::Message::encode_to_vec(&proto::Batch { envelopes })
+    prost::Message::encode_to_vec(&proto::Batch {
+        envelopes,
+        clock: None,
+    })
 }
 
 #[tokio::test]
@@ -248,6 +252,58 @@ async fn misaddressed_foreign_and_malformed_envelopes_are_dropped_one_by_one() {
     assert!(inbox.try_next().is_none());
     let stats = node.stats();
     assert_eq!((stats.envelopes_received, stats.rejected_envelopes), (2, 3));
+    node.shutdown().await;
+}
+
+/// A frame's clock goes to the last envelope delivered from it (here one before a malformed
+/// last one), the others carry none; a malformed clock is ignored and counted, and its
+/// frame's envelopes are delivered all the same.
+#[tokio::test]
+async fn a_frames_clock_goes_to_its_last_delivered_envelope() {
+    let (node, mut inbox, url) = started(2, fast_config()).await;
+    node.add_member(member(1, "http://127.0.0.1:1"))
+        .await
+        .expect("adds");
+    let frame = |numbers: &[u64], clock: proto::Timestamp| {
+        let mut envelopes: Vec<proto::Envelope> = numbers
+            .iter()
+            .map(|number| wire::envelope_to_proto(numbered(1, 2, *number)))
+            .collect();
+        if let Some(last) = envelopes.last_mut() {
+            if numbers.len() == 3 {
+                last.message = None;
+            }
+        }
+        prost::Message::encode_to_vec(&proto::Batch {
+            envelopes,
+            clock: Some(clock),
+        })
+    };
+    let clock = proto::Timestamp {
+        time: 50,
+        counter: 1,
+        serial: 1,
+    };
+    let bad_clock = proto::Timestamp {
+        serial: 70_000,
+        ..clock
+    };
+    let frames = vec![frame(&[1, 2, 3], clock), frame(&[4], bad_clock)];
+    send_raw(&url, frames)
+        .await
+        .expect("the stream is answered");
+    let first = inbox.next("envelope 1").await;
+    let second = inbox.next("envelope 2").await;
+    let fourth = inbox.next("envelope 4").await;
+    assert_eq!(
+        [&first, &second, &fourth].map(number_of),
+        [Some(1), Some(2), Some(4)]
+    );
+    assert_eq!(first.clock, Timestamp::ZERO);
+    assert_eq!(second.clock, Timestamp::new(50, 1, 1));
+    assert_eq!(fourth.clock, Timestamp::ZERO, "the bad clock was ignored");
+    let stats = node.stats();
+    assert_eq!((stats.rejected_envelopes, stats.rejected_clocks), (1, 1));
     node.shutdown().await;
 }
 

@@ -19,7 +19,8 @@ use super::proto;
 /// Encodes one envelope as the protobuf `synevi.v1.Envelope` (without gRPC framing).
 ///
 /// With [`decode_envelope`], this is the wire format of [`crate::GrpcNetwork`], exposed for
-/// fuzzing, benchmarks and tools.
+/// fuzzing, benchmarks and tools. The envelope's `clock` is not in it: the network sends it
+/// once per batch, and [`decode_envelope`] gives [`Timestamp::ZERO`].
 pub fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
     envelope_to_proto(envelope.clone()).encode_to_vec()
 }
@@ -42,6 +43,17 @@ pub(crate) fn framed_len(envelope: &proto::Envelope) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
+/// The most bytes a batch's `clock` takes: field key and length (2), then time (key and up
+/// to 10), counter (key and up to 5) and serial (key and up to 3).
+pub(crate) const CLOCK_FRAMED_MAX: usize = 2 + 11 + 6 + 4;
+
+/// The bytes a batch's `clock` takes: field 2, length-delimited, a one-byte key.
+pub(crate) fn framed_clock_len(clock: &proto::Timestamp) -> usize {
+    let len = clock.encoded_len();
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// The envelope without its `clock`, which travels once per batch ([`clock_to`]).
 pub(crate) fn envelope_to_proto(envelope: Envelope) -> proto::Envelope {
     use proto::envelope::Message as M;
     let message = match envelope.message {
@@ -217,7 +229,24 @@ pub(crate) fn envelope_from_proto(envelope: proto::Envelope) -> Result<Envelope,
             t0s: t0s_from(m.t0s, "Inquire.t0s")?,
         }),
     };
-    Ok(Envelope { from, to, message })
+    Ok(Envelope {
+        from,
+        to,
+        message,
+        clock: Timestamp::ZERO,
+    })
+}
+
+/// A batch's `clock`: [`Timestamp::ZERO`] (nothing known) goes as no field at all.
+pub(crate) fn clock_to(clock: Timestamp) -> Option<proto::Timestamp> {
+    (clock > Timestamp::ZERO).then(|| timestamp_to(clock))
+}
+
+/// A batch's `clock`; absent is [`Timestamp::ZERO`].
+pub(crate) fn clock_from(clock: Option<proto::Timestamp>) -> Result<Timestamp, SyneviError> {
+    clock.map_or(Ok(Timestamp::ZERO), |clock| {
+        timestamp_from(clock, "Batch.clock")
+    })
 }
 
 fn malformed(field: &str, problem: &str) -> SyneviError {

@@ -8,6 +8,7 @@ fn sample(message: Message) -> Envelope {
         from: 1,
         to: 2,
         message,
+        clock: Timestamp::ZERO,
     }
 }
 
@@ -227,6 +228,7 @@ fn timestamp_lists_round_trip_with_any_times_sorted_or_not() {
     let forget = Envelope {
         from: 1,
         to: 2,
+        clock: Timestamp::ZERO,
         message: Message::Forget(Forget {
             floor: t0s[0],
             t0s: t0s.clone(),
@@ -284,10 +286,12 @@ fn framed_len_is_what_the_envelope_adds_to_a_batch() {
         let size = framed_len(&encoded);
         let one = proto::Batch {
             envelopes: vec![encoded.clone()],
+            clock: None,
         };
         assert_eq!(one.encoded_len(), size);
         let two = proto::Batch {
             envelopes: vec![encoded.clone(), encoded],
+            clock: None,
         };
         assert_eq!(two.encoded_len(), 2 * size);
     }
