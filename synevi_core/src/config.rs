@@ -14,7 +14,8 @@ pub struct Config {
     /// quorum before it takes the slow path.
     pub fast_path_wait_ms: u64,
     /// How often a coordinator re-sends its current phase's message to members that have not
-    /// answered.
+    /// answered, at least: while answers come slowly it waits longer, up to eight times this
+    /// (`Core::retransmit_wait_ms`).
     pub retransmit_interval_ms: u64,
     /// How long a replica lets a transaction it knows sit undecided (or a dependency it waits
     /// on sit unknown) before it asks its peers and then starts recovery.

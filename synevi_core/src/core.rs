@@ -130,6 +130,10 @@ pub struct Core {
     /// a round's messages with answers first and PreAccepts last, in `t0` order, so a
     /// peer's answer can be handled before a PreAccept it sent earlier in the same round.
     pub(crate) horizon_moved: bool,
+    /// How long peers took of late to answer this node's PreAccepts, in eighths of a
+    /// millisecond: a moving average (each answer weighs an eighth), which
+    /// [`Core::retransmit_wait_ms`] follows.
+    answer_delay_x8: u64,
     /// An execution handed out since the last `take_ready` is of a transaction whose own
     /// vote was late (`TxState::own_vote_late`): that `Ready` executes only once durable.
     execute_after_durable: bool,
@@ -243,6 +247,7 @@ impl Core {
             held_pre_accepts: BTreeMap::new(),
             peer_clocks: FxHashMap::default(),
             horizon_moved: false,
+            answer_delay_x8: 0,
             execute_after_durable: false,
             rng: seed ^ 0x9e37_79b9_7f4a_7c15,
         };
@@ -844,6 +849,26 @@ impl Core {
         self.now.monotonic_ms
     }
 
+    /// A peer answered a PreAccept this node sent once, at `sent_ms`.
+    pub(crate) fn note_answer_delay(&mut self, sent_ms: u64) {
+        let delay = self.now_ms().saturating_sub(sent_ms);
+        self.answer_delay_x8 = self.answer_delay_x8 - self.answer_delay_x8 / 8 + delay;
+    }
+
+    /// How long a coordinator waits for answers before it sends its phase's messages again:
+    /// `Config::retransmit_interval_ms`, or four times what answers took of late when that
+    /// is longer, up to eight intervals. An overloaded cluster answers late, not never;
+    /// re-sending then only doubles its work (the seed's burst of 1,000 conflicting
+    /// transactions once re-sent 2,800 PreAccepts whose answers were on their way, and
+    /// answering them again, 1.5 MB of deps per peer, cost as much as the first answers).
+    /// Lost messages are still re-sent after the interval while answers come quickly.
+    pub fn retransmit_wait_ms(&self) -> u64 {
+        let interval = self.config.retransmit_interval_ms;
+        // Four times the average: `answer_delay_x8` is eight times it.
+        let answers = self.answer_delay_x8 / 2;
+        answers.clamp(interval, interval.saturating_mul(8))
+    }
+
     /// A fresh record for a transaction this replica has not seen.
     pub(crate) fn blank_record(t0: T0, body: Option<TxBody>) -> TxRecord {
         TxRecord {
@@ -862,6 +887,15 @@ impl Core {
 #[cfg(test)]
 pub(crate) fn three_cores(config: Config) -> Vec<Core> {
     cores(3, config)
+}
+
+/// `ms` milliseconds into a unit test, the wall clock a second ahead of the monotonic one.
+#[cfg(test)]
+pub(crate) fn at(ms: u64) -> Now {
+    Now {
+        wall_ms: 1_000 + ms,
+        monotonic_ms: ms,
+    }
 }
 
 /// Nodes `1..=n`, each knowing every other as a voter (unit tests).

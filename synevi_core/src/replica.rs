@@ -624,14 +624,8 @@ mod tests {
     use synevi_types::{Bytes, Envelope, Keys, Timestamp, TxBody};
 
     use super::*;
-    use crate::{Config, Now};
-
-    fn at(ms: u64) -> Now {
-        Now {
-            wall_ms: 1_000 + ms,
-            monotonic_ms: ms,
-        }
-    }
+    use crate::core::at;
+    use crate::Config;
 
     fn three_cores(window_ms: u64) -> Vec<Core> {
         crate::core::three_cores(Config {

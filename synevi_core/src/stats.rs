@@ -31,6 +31,11 @@ pub struct Stats {
     /// Of those, the ones handled before their window ended, because no PreAccept could
     /// still overtake them.
     pub pre_accepts_released_early: u64,
+    /// Messages this node re-sent as coordinator to voters that had not answered.
+    pub retransmissions: u64,
+    /// Retransmissions put off because answers took longer of late than when their timer
+    /// was set ([`crate::Core::retransmit_wait_ms`]).
+    pub retransmissions_postponed: u64,
     /// Catch-up inquiries this node sent for dependencies it waited on.
     pub inquiries_sent: u64,
     /// Current: transactions whose protocol state this node holds.

@@ -164,6 +164,7 @@ fn run_scenario(scenario: Scenario) {
     let mut totals = (0usize, 0usize, 0u64, 0u64, 0u64, 0u64);
     let mut held = 0u64;
     let mut released_early = 0u64;
+    let mut retransmissions = (0u64, 0u64);
     for seed in &seeds {
         match run_seed(&scenario, *seed) {
             Ok(report) => {
@@ -175,12 +176,14 @@ fn run_scenario(scenario: Scenario) {
                 totals.5 += report.executed_early;
                 held += report.pre_accepts_held;
                 released_early += report.pre_accepts_released_early;
+                retransmissions.0 += report.retransmissions;
+                retransmissions.1 += report.retransmissions_postponed;
             }
             Err(failure) => panic!("{failure}"),
         }
     }
     eprintln!(
-        "{}: {} seeds, {} transactions submitted, {} executed ({} executions before their commit was durable), {} crashes, {} recoveries, {} messages dropped, {} PreAccepts held ({} released before their window ended)",
+        "{}: {} seeds, {} transactions submitted, {} executed ({} executions before their commit was durable), {} crashes, {} recoveries, {} messages dropped, {} PreAccepts held ({} released before their window ended), {} messages re-sent by coordinators ({} times put off: answers were slow)",
         scenario.name,
         seeds.len(),
         totals.0,
@@ -190,7 +193,9 @@ fn run_scenario(scenario: Scenario) {
         totals.3,
         totals.4,
         held,
-        released_early
+        released_early,
+        retransmissions.0,
+        retransmissions.1
     );
     // Coverage, not correctness: four seeds in five run with a PreAccept window, and
     // contended keys in a hundred seeds hold some (hundreds to thousands, measured). None

@@ -29,11 +29,12 @@ impl Core {
             return;
         };
         assert!(t >= t0, "proposing t {t:?} below {t0:?}");
-        coordination.phase = Phase::Accept {
+        let phase = Phase::Accept {
             t,
             deps: deps.clone(),
             replies: BTreeMap::new(),
         };
+        coordination.enter(phase, self.now.monotonic_ms);
         let ballot = coordination.ballot;
         self.send_to_voters(Message::Accept(Accept {
             t0,
@@ -87,9 +88,10 @@ impl Core {
         let Some(coordination) = self.coordinations.get_mut(&t0) else {
             return;
         };
-        coordination.phase = Phase::Invalidate {
+        let phase = Phase::Invalidate {
             replies: BTreeSet::new(),
         };
+        coordination.enter(phase, self.now.monotonic_ms);
         let ballot = coordination.ballot;
         self.send_to_voters(Message::AcceptInvalidate(AcceptInvalidate { t0, ballot }));
     }

@@ -54,10 +54,24 @@ impl Core {
     }
 
     /// Re-sends the current phase's message to voters that have not answered yet.
+    /// The current phase's messages went out a while ago: re-sends them to the voters that
+    /// have not answered, once [`Core::retransmit_wait_ms`] has passed since they went out
+    /// (it may have grown since the timer was set: then the timer is set again).
     pub(crate) fn on_retransmit_timer(&mut self, t0: T0) {
-        let Some(coordination) = self.coordinations.get(&t0) else {
+        let wait = self.retransmit_wait_ms();
+        let now = self.now_ms();
+        let Some(coordination) = self.coordinations.get_mut(&t0) else {
             return;
         };
+        let due = coordination.sent_ms.saturating_add(wait);
+        if now < due {
+            self.stats.retransmissions_postponed += 1;
+            self.set_timer(due, t0, Timer::Retransmit);
+            return;
+        }
+        coordination.sent_ms = now;
+        coordination.retransmitted = true;
+        let coordination = &self.coordinations[&t0];
         let missing: Vec<Serial> = self
             .quorums
             .voters()
@@ -91,10 +105,10 @@ impl Core {
             _ => None,
         };
         if let Some(message) = message {
+            self.stats.retransmissions += missing.len() as u64;
             self.send_to(&missing, message);
         }
-        let due = self.now_ms() + self.config.retransmit_interval_ms;
-        self.set_timer(due, t0, Timer::Retransmit);
+        self.set_timer(now + wait, t0, Timer::Retransmit);
     }
 
     /// Home node: re-sends the decision to members that have not acknowledged applying it.
@@ -160,5 +174,79 @@ impl Core {
             + self.random_below(self.config.recovery_backoff_ms_max);
         let due = self.now_ms() + delay;
         self.set_progress(t0, due);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use synevi_types::{Bytes, Envelope, Keys, Message, TxBody, T0};
+
+    use crate::core::{at, cores, Core};
+    use crate::Config;
+
+    fn on_own_key(id: u128) -> TxBody {
+        TxBody {
+            id,
+            keys: Keys::single(format!("key-{id}").as_str()),
+            payload: Bytes::from_static(b"x"),
+        }
+    }
+
+    /// The PreAccepts `core` sent (or re-sent) since the last look, by destination.
+    fn pre_accepts(core: &mut Core, to: u16) -> Vec<Envelope> {
+        core.take_ready()
+            .messages
+            .into_iter()
+            .filter(|e| e.to == to && matches!(e.message, Message::PreAccept(_)))
+            .collect()
+    }
+
+    /// Node 1 of five coordinates `count` transactions at 0 ms; node 2 answers every one
+    /// at `answered_at`, the others never (so no majority answers: the PreAccept phase
+    /// goes on). Returns node 1 and the transactions.
+    fn only_node_2_answers(count: u128, answered_at: u64) -> (Core, Vec<T0>) {
+        let mut nodes = cores(5, Config::default());
+        let t0s: Vec<T0> = (0..count)
+            .map(|id| nodes[0].submit(at(0), on_own_key(id)))
+            .collect();
+        for envelope in pre_accepts(&mut nodes[0], 2) {
+            nodes[1].receive(at(0), envelope);
+        }
+        for answer in nodes[1].take_ready().messages {
+            nodes[0].receive(at(answered_at), answer);
+        }
+        let mut nodes = nodes.into_iter();
+        (nodes.next().expect("node 1"), t0s)
+    }
+
+    /// Answers that come quickly leave the interval as it is: a PreAccept that nodes 3 to 5
+    /// never answered goes again after it.
+    #[test]
+    fn an_unanswered_pre_accept_goes_again_after_the_interval() {
+        let (mut node1, t0s) = only_node_2_answers(1, 1);
+        assert_eq!(node1.retransmit_wait_ms(), 250);
+        node1.tick(at(249));
+        assert!(pre_accepts(&mut node1, 3).is_empty(), "not yet");
+        node1.tick(at(250));
+        assert_eq!(pre_accepts(&mut node1, 3).len(), t0s.len(), "re-sent");
+        assert_eq!(node1.stats().retransmissions, 3, "to nodes 3, 4 and 5");
+    }
+
+    /// Answers that took 240 ms of late: the PreAccepts still unanswered are not re-sent
+    /// after 250 ms (their answers are likely on their way) but after four times the average
+    /// answer's delay; and the wait never passes eight intervals.
+    #[test]
+    fn slow_answers_put_retransmissions_off() {
+        let (mut node1, t0s) = only_node_2_answers(16, 240);
+        let wait = node1.retransmit_wait_ms();
+        assert!((500..=960).contains(&wait), "{wait} ms");
+        node1.tick(at(250));
+        assert!(pre_accepts(&mut node1, 3).is_empty(), "put off");
+        assert_eq!(node1.stats().retransmissions_postponed, t0s.len() as u64);
+        node1.tick(at(wait));
+        assert_eq!(pre_accepts(&mut node1, 3).len(), t0s.len(), "re-sent then");
+
+        let (node1, _) = only_node_2_answers(64, 10_000);
+        assert_eq!(node1.retransmit_wait_ms(), 8 * 250, "capped");
     }
 }

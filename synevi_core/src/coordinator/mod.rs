@@ -19,6 +19,12 @@ pub(crate) struct Coordination {
     /// [`Ballot::ZERO`] for the original coordinator, higher for recoveries.
     pub ballot: Ballot,
     pub phase: Phase,
+    /// When the current phase's messages last went out (monotonic ms): its retransmission
+    /// is due a [`crate::core::Core::retransmit_wait_ms`] after it.
+    pub sent_ms: u64,
+    /// Whether the current phase's messages went out more than once: its answers then no
+    /// longer tell how long answers take (which sending did they answer?).
+    pub retransmitted: bool,
 }
 
 /// The phase a coordination is in, with the answers gathered so far (at most one per voter).
@@ -62,6 +68,24 @@ impl crate::core::Core {
 }
 
 impl Coordination {
+    /// Starts a coordination in `phase`, its messages sent at `now_ms`.
+    pub fn new(body: Option<TxBody>, ballot: Ballot, phase: Phase, now_ms: u64) -> Self {
+        Coordination {
+            body,
+            ballot,
+            phase,
+            sent_ms: now_ms,
+            retransmitted: false,
+        }
+    }
+
+    /// Moves to `phase`, whose messages go out at `now_ms`.
+    pub fn enter(&mut self, phase: Phase, now_ms: u64) {
+        self.phase = phase;
+        self.sent_ms = now_ms;
+        self.retransmitted = false;
+    }
+
     /// How many voters have answered the current phase.
     pub fn replies(&self) -> usize {
         match &self.phase {

@@ -11,14 +11,12 @@ impl Core {
     /// Starts coordinating a freshly submitted transaction: PreAccept to every voter.
     pub(crate) fn start_pre_accept(&mut self, t0: T0, body: TxBody) {
         debug_assert!(!self.coordinations.contains_key(&t0));
-        let coordination = Coordination {
-            body: Some(body.clone()),
-            ballot: Ballot::ZERO,
-            phase: Phase::PreAccept {
-                replies: BTreeMap::new(),
-                majority_at_ms: None,
-            },
+        let phase = Phase::PreAccept {
+            replies: BTreeMap::new(),
+            majority_at_ms: None,
         };
+        let coordination =
+            Coordination::new(Some(body.clone()), Ballot::ZERO, phase, self.now_ms());
         self.coordinations.insert(t0, coordination);
         let due = self.now_ms() + self.config.retransmit_interval_ms;
         self.set_timer(due, t0, Timer::Retransmit);
@@ -42,6 +40,13 @@ impl Core {
             return;
         };
         replies.insert(from, (message.t, message.deps));
+        // A peer's answer to a PreAccept sent once tells how long answers take now (this
+        // node's own is local and tells nothing).
+        let answered =
+            (!coordination.retransmitted && from != self.serial).then_some(coordination.sent_ms);
+        if let Some(sent_ms) = answered {
+            self.note_answer_delay(sent_ms);
+        }
         self.decide_pre_accept(message.t0, false);
     }
 

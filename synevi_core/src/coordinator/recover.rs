@@ -60,16 +60,11 @@ impl Core {
         let body = state.record.body.clone();
         self.stats.recoveries_started += 1;
         tracing::debug!(?t0, ?ballot, "starting recovery");
-        self.coordinations.insert(
-            t0,
-            Coordination {
-                body: body.clone(),
-                ballot,
-                phase: Phase::Recover {
-                    replies: BTreeMap::new(),
-                },
-            },
-        );
+        let phase = Phase::Recover {
+            replies: BTreeMap::new(),
+        };
+        let coordination = Coordination::new(body.clone(), ballot, phase, self.now_ms());
+        self.coordinations.insert(t0, coordination);
         let due = self.now_ms() + self.config.retransmit_interval_ms;
         self.set_timer(due, t0, Timer::Retransmit);
         self.send_to_voters(Message::BeginRecovery(BeginRecovery { t0, ballot, body }));

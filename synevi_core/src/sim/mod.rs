@@ -228,6 +228,10 @@ pub struct SimReport {
     pub pre_accepts_held: u64,
     /// Of those, the ones handled before their window ended, summed over nodes.
     pub pre_accepts_released_early: u64,
+    /// Messages coordinators re-sent to voters that had not answered, summed over nodes.
+    pub retransmissions: u64,
+    /// Retransmissions put off because answers had come slowly, summed over nodes.
+    pub retransmissions_postponed: u64,
     /// Largest per-node protocol state seen ([`Core::state_size`]).
     pub state_size_max: usize,
     /// Per-node protocol state sampled every virtual second (the largest node's).
@@ -245,6 +249,8 @@ impl SimReport {
         self.slow_path_commits += stats.slow_path_commits;
         self.pre_accepts_held += stats.pre_accepts_held;
         self.pre_accepts_released_early += stats.pre_accepts_released_early;
+        self.retransmissions += stats.retransmissions;
+        self.retransmissions_postponed += stats.retransmissions_postponed;
     }
 }
 
@@ -430,6 +436,8 @@ impl<E: Executor> Simulation<E> {
                 slow_path_commits: 0,
                 pre_accepts_held: 0,
                 pre_accepts_released_early: 0,
+                retransmissions: 0,
+                retransmissions_postponed: 0,
                 state_size_max: 0,
                 state_size_samples: Vec::new(),
                 virtual_ms: 0,
