@@ -352,6 +352,8 @@ pub struct ClusterCounters {
     pub recoveries_started: u64,
     /// Catch-up inquiries sent.
     pub inquiries_sent: u64,
+    /// Messages coordinators re-sent to voters that had not answered.
+    pub retransmissions: u64,
     /// Protocol messages sent.
     pub messages_sent: u64,
     /// Transactions executed, on all nodes together.
@@ -384,6 +386,7 @@ impl ClusterCounters {
             slow_path_commits: self.slow_path_commits - earlier.slow_path_commits,
             recoveries_started: self.recoveries_started - earlier.recoveries_started,
             inquiries_sent: self.inquiries_sent - earlier.inquiries_sent,
+            retransmissions: self.retransmissions - earlier.retransmissions,
             messages_sent: self.messages_sent - earlier.messages_sent,
             executed: self.executed - earlier.executed,
             inbox_dropped: self.inbox_dropped - earlier.inbox_dropped,
@@ -545,6 +548,7 @@ impl Cluster {
             sum.slow_path_commits += stats.slow_path_commits;
             sum.recoveries_started += stats.recoveries_started;
             sum.inquiries_sent += stats.inquiries_sent;
+            sum.retransmissions += stats.retransmissions;
             sum.messages_sent += stats.messages_sent;
             sum.executed += stats.executed;
             sum.inbox_dropped += status.inbox_dropped;
