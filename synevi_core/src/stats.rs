@@ -33,8 +33,9 @@ pub struct Stats {
     pub pre_accepts_released_early: u64,
     /// Messages this node re-sent as coordinator to voters that had not answered.
     pub retransmissions: u64,
-    /// Retransmissions put off because answers took longer of late than when their timer
-    /// was set ([`crate::Core::retransmit_wait_ms`]).
+    /// Retransmission timers that found their phase's messages too recent to send again
+    /// (answers came slowly of late, [`crate::Core::retransmit_wait_ms`], or a later phase
+    /// began after the timer was set) and were set again.
     pub retransmissions_postponed: u64,
     /// Catch-up inquiries this node sent for dependencies it waited on.
     pub inquiries_sent: u64,

@@ -183,7 +183,7 @@ fn run_scenario(scenario: Scenario) {
         }
     }
     eprintln!(
-        "{}: {} seeds, {} transactions submitted, {} executed ({} executions before their commit was durable), {} crashes, {} recoveries, {} messages dropped, {} PreAccepts held ({} released before their window ended), {} messages re-sent by coordinators ({} times put off: answers were slow)",
+        "{}: {} seeds, {} transactions submitted, {} executed ({} executions before their commit was durable), {} crashes, {} recoveries, {} messages dropped, {} PreAccepts held ({} released before their window ended), {} messages re-sent by coordinators ({} timers put off)",
         scenario.name,
         seeds.len(),
         totals.0,

@@ -230,7 +230,8 @@ pub struct SimReport {
     pub pre_accepts_released_early: u64,
     /// Messages coordinators re-sent to voters that had not answered, summed over nodes.
     pub retransmissions: u64,
-    /// Retransmissions put off because answers had come slowly, summed over nodes.
+    /// Retransmission timers set again because their phase's messages were too recent,
+    /// summed over nodes.
     pub retransmissions_postponed: u64,
     /// Largest per-node protocol state seen ([`Core::state_size`]).
     pub state_size_max: usize,
