@@ -31,6 +31,10 @@ pub trait KvBackend: Send + Sync + 'static {
     async fn transaction(&self, request_id: u128, transaction: KvTx) -> KvResult;
     /// The node's counters.
     fn status(&self) -> NodeStatus;
+    /// The node's counters as they change: await progress with
+    /// `watch_status().wait_for(|status| status.applied_count >= n)`. A client's answer
+    /// comes from the executor before the node counts the execution as applied.
+    fn watch_status(&self) -> tokio::sync::watch::Receiver<NodeStatus>;
     /// The size of the node's store.
     fn store_size(&self) -> StoreSize;
     /// The network's counters.
@@ -97,6 +101,10 @@ impl<S: MeasuredStore> KvBackend for SyneviBackend<S> {
 
     fn status(&self) -> NodeStatus {
         self.node.status()
+    }
+
+    fn watch_status(&self) -> tokio::sync::watch::Receiver<NodeStatus> {
+        self.node.watch_status()
     }
 
     fn store_size(&self) -> StoreSize {

@@ -584,6 +584,20 @@ async fn health_cluster_and_metrics_of_a_ready_node() {
     .await;
     assert_eq!(client.put("k", "v").await.expect("put"), None);
     assert_eq!(client.get("k").await.expect("get"), Some("v".into()));
+    // The get's answer came from the executor; the node counts it as applied a moment later.
+    let mut status = server
+        .state()
+        .backend()
+        .expect("a running node")
+        .watch_status();
+    // The guard `wait_for` returns holds the status locked: dropped at once.
+    let counted = tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(|status| status.applied_count >= 3),
+    )
+    .await
+    .is_ok_and(|waited| waited.is_ok());
+    assert!(counted, "the node counts its executions");
 
     let cluster = call(c, Method::GET, "/cluster", None).await;
     assert_eq!(cluster.status, 200);
