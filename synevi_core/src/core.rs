@@ -517,6 +517,15 @@ impl Core {
             self.meta.clock_floor = self.clock.high();
             self.meta_dirty = true;
         }
+        // The messages leave once this round is durable, and with it the floor: a restarted
+        // node never issues a `t0` at or below a clock it announced (`Envelope::clock`).
+        debug_assert!(
+            self.ready
+                .messages
+                .iter()
+                .all(|envelope| envelope.clock <= self.meta.clock_floor),
+            "a message announces a clock above the floor its round persists"
+        );
         if std::mem::take(&mut self.meta_dirty) {
             self.ready.persist.meta = Some(self.meta.clone());
         }

@@ -32,8 +32,10 @@ pub trait KvBackend: Send + Sync + 'static {
     /// The node's counters.
     fn status(&self) -> NodeStatus;
     /// The node's counters as they change: await progress with
-    /// `watch_status().wait_for(|status| status.applied_count >= n)`. A client's answer
-    /// comes from the executor before the node counts the execution as applied.
+    /// `watch_status().wait_for(|status| status.applied_count >= n)`, and drop the guard
+    /// `wait_for` returns at once (it holds the status locked, and the node waits for the
+    /// lock to publish its next counters). A client's answer comes from the executor before
+    /// the node counts the execution as applied.
     fn watch_status(&self) -> tokio::sync::watch::Receiver<NodeStatus>;
     /// The size of the node's store.
     fn store_size(&self) -> StoreSize;

@@ -37,6 +37,16 @@ async fn started(serial: Serial, config: GrpcConfig) -> (GrpcNetwork, Received, 
     (network, received, url)
 }
 
+/// Node 2 started with `config`, knowing node 1 as a member (at an address nobody serves):
+/// what raw streams from "node 1" are checked against.
+async fn node_2_knowing_node_1(config: GrpcConfig) -> (GrpcNetwork, Received, String) {
+    let (node, inbox, url) = started(2, config).await;
+    node.add_member(member(1, "http://127.0.0.1:1"))
+        .await
+        .expect("adds");
+    (node, inbox, url)
+}
+
 fn member(serial: Serial, host: &str) -> Member {
     Member {
         node_id: Ulid::new(),
@@ -227,10 +237,7 @@ fn encode_batch(envelopes: Vec<proto::Envelope>) -> Vec<u8> {
 
 #[tokio::test]
 async fn misaddressed_foreign_and_malformed_envelopes_are_dropped_one_by_one() {
-    let (node, mut inbox, url) = started(2, fast_config()).await;
-    node.add_member(member(1, "http://127.0.0.1:1"))
-        .await
-        .expect("adds");
+    let (node, mut inbox, url) = node_2_knowing_node_1(fast_config()).await;
 
     let good = wire::envelope_to_proto(numbered(1, 2, 1));
     let misaddressed = wire::envelope_to_proto(numbered(1, 7, 2));
@@ -260,10 +267,7 @@ async fn misaddressed_foreign_and_malformed_envelopes_are_dropped_one_by_one() {
 /// frame's envelopes are delivered all the same.
 #[tokio::test]
 async fn a_frames_clock_goes_to_its_last_delivered_envelope() {
-    let (node, mut inbox, url) = started(2, fast_config()).await;
-    node.add_member(member(1, "http://127.0.0.1:1"))
-        .await
-        .expect("adds");
+    let (node, mut inbox, url) = node_2_knowing_node_1(fast_config()).await;
     let frame = |numbers: &[u64], clock: proto::Timestamp| {
         let mut envelopes: Vec<proto::Envelope> = numbers
             .iter()
@@ -313,10 +317,7 @@ async fn undecodable_and_oversized_frames_end_only_their_stream() {
         frame_bytes_max: 8 * 1024,
         ..fast_config()
     };
-    let (node, mut inbox, url) = started(2, config).await;
-    node.add_member(member(1, "http://127.0.0.1:1"))
-        .await
-        .expect("adds");
+    let (node, mut inbox, url) = node_2_knowing_node_1(config).await;
 
     let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
     let status = send_raw(&url, vec![garbage]).await.expect_err("refused");

@@ -38,8 +38,12 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope, SyneviError> {
 /// The bytes `envelope` takes inside an encoded `Batch`: its own length plus the field key
 /// and length prefix that frame it there.
 pub(crate) fn framed_len(envelope: &proto::Envelope) -> usize {
-    let len = envelope.encoded_len();
-    // Field 1 of `Batch`, wire type "length-delimited": a one-byte key.
+    field_len(envelope.encoded_len())
+}
+
+/// A length-delimited field of `Batch` (numbers below 16: a one-byte key) holding `len`
+/// bytes: key, length prefix, contents.
+fn field_len(len: usize) -> usize {
     1 + prost::encoding::encoded_len_varint(len as u64) + len
 }
 
@@ -49,8 +53,7 @@ pub(crate) const CLOCK_FRAMED_MAX: usize = 2 + 11 + 6 + 4;
 
 /// The bytes a batch's `clock` takes: field 2, length-delimited, a one-byte key.
 pub(crate) fn framed_clock_len(clock: &proto::Timestamp) -> usize {
-    let len = clock.encoded_len();
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
+    field_len(clock.encoded_len())
 }
 
 /// The envelope without its `clock`, which travels once per batch ([`clock_to`]).
