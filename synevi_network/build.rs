@@ -6,8 +6,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
     tonic_build::configure()
-        // `bytes` fields decode into `Bytes`, sharing the frame's buffer instead of copying
-        // every payload and key.
+        // `bytes` fields decode into `Bytes` slices of the frame's buffer: timestamp lists
+        // are decoded from them in place, without a copy. Payloads and keys, which outlive
+        // the message, are copied out (`wire::owned`), or they would pin the frame.
         .bytes(["."])
         .build_client(true)
         .build_server(true)

@@ -47,6 +47,51 @@ fn keys_all_and_the_empty_set_stay_apart() {
     }
 }
 
+/// Whether `inner` lies inside `outer`'s memory.
+fn points_into(inner: &[u8], outer: &[u8]) -> bool {
+    let range = outer.as_ptr_range();
+    !inner.is_empty() && range.contains(&inner.as_ptr())
+}
+
+#[test]
+fn decoded_payloads_and_keys_do_not_keep_their_frame_alive() {
+    let envelope = sample(Message::PreAccept(PreAccept {
+        t0: T0(Timestamp::new(1, 2, 3)),
+        body: TxBody {
+            id: 9,
+            keys: Keys::single("a key"),
+            payload: bytes::Bytes::from_static(b"the application's bytes"),
+        },
+    }));
+    let frame = proto::Batch {
+        envelopes: vec![envelope_to_proto(envelope.clone())],
+        clock: None,
+    };
+    // A frame as the server receives it: one buffer, which prost decodes `bytes` fields
+    // from as slices of it.
+    let buffer = bytes::Bytes::from(frame.encode_to_vec());
+    let decoded = proto::Batch::decode(buffer.clone()).expect("decodes");
+    let Some(proto::envelope::Message::PreAccept(raw)) = &decoded.envelopes[0].message else {
+        panic!("kind changed")
+    };
+    let raw_payload = &raw.body.as_ref().expect("a body").payload;
+    assert!(
+        points_into(raw_payload, &buffer),
+        "prost slices the frame (else this test checks nothing)"
+    );
+    let mut envelopes = decoded.envelopes.into_iter();
+    let received = envelope_from_proto(envelopes.next().expect("one")).expect("valid");
+    assert_eq!(received, envelope);
+    let Message::PreAccept(received) = received.message else {
+        panic!("kind changed")
+    };
+    assert!(!points_into(&received.body.payload, &buffer));
+    let Keys::Set(keys) = &received.body.keys else {
+        panic!("keys changed")
+    };
+    assert!(keys.iter().all(|key| !points_into(key.as_bytes(), &buffer)));
+}
+
 fn decode_error(envelope: proto::Envelope) -> String {
     match envelope_from_proto(envelope) {
         Err(SyneviError::Decode { what, reason }) => {
