@@ -17,6 +17,17 @@ pub struct Config {
     /// answered, at least: while answers come slowly it waits longer, up to eight times this
     /// (`Core::retransmit_wait_ms`).
     pub retransmit_interval_ms: u64,
+    /// How often a node that holds transactions collects garbage: it works out its floors
+    /// ("everything I coordinated below this is applied everywhere", "everything I know
+    /// below this is decided"), tells the other members in a `Forget`, and forgets what
+    /// every member is done with. A node forgets a transaction a few of these after every
+    /// member applied it, so this bounds the protocol state it holds. Measured with 3 nodes
+    /// and 256 clients in memory: at 126 ms (half a retransmission interval, as it was) the
+    /// nodes held 8,000 to 47,000 transactions between them when a run ended and rounds
+    /// that forgot thousands at once made p99 latency 21 to 53 ms; at 20 ms they held 1,500
+    /// to 6,500, p99 8 to 32 ms. It costs a `Forget` to each member per interval. A node
+    /// that holds nothing runs it at half a retransmission interval instead.
+    pub gc_interval_ms: u64,
     /// How long a replica lets a transaction it knows sit undecided (or a dependency it waits
     /// on sit unknown) before it asks its peers and then starts recovery.
     pub recovery_timeout_ms: u64,
@@ -66,6 +77,7 @@ impl Default for Config {
             transaction_timeout_ms: 10_000,
             fast_path_wait_ms: 10,
             retransmit_interval_ms: 250,
+            gc_interval_ms: 20,
             recovery_timeout_ms: 2_000,
             recovery_backoff_ms_max: 500,
             fast_path_electorate: None,
@@ -84,6 +96,7 @@ impl Config {
         let positive = [
             ("transaction_timeout_ms", self.transaction_timeout_ms),
             ("retransmit_interval_ms", self.retransmit_interval_ms),
+            ("gc_interval_ms", self.gc_interval_ms),
             ("recovery_timeout_ms", self.recovery_timeout_ms),
             ("recovery_backoff_ms_max", self.recovery_backoff_ms_max),
             ("batch_inputs_max", self.batch_inputs_max as u64),

@@ -590,7 +590,7 @@ impl Core {
     pub fn next_deadline(&self) -> Option<u64> {
         [
             self.timers.first().map(|(due, _, _)| *due),
-            self.gc.next_deadline(),
+            self.gc.next_deadline(self.gc_interval_ms()),
             self.held_due_ms,
             self.held_pre_accepts.values().map(|held| held.due_ms).min(),
             (self.horizon_moved && !self.held_pre_accepts.is_empty()).then_some(self.now_ms()),

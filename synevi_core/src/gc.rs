@@ -62,7 +62,8 @@ pub(crate) struct Gc {
     /// many voters hold each commit, at least.
     newly_settled: Vec<T0>,
     newly_settled_holders: u32,
-    next_gossip_ms: u64,
+    /// When the last round of garbage collection ran (`Core::gc_tick`), if one did.
+    last_gossip_ms: Option<u64>,
     /// The floors last announced (floors only rise, so repeating them is always true).
     announced_floor: T0,
     announced_decided_floor: Timestamp,
@@ -88,8 +89,9 @@ impl Gc {
         self.floors.get(&t0.0.serial).is_some_and(|f| t0 < *f) || self.forgotten.contains(&t0)
     }
 
-    pub fn next_deadline(&self) -> Option<u64> {
-        Some(self.next_gossip_ms)
+    /// When the next round of garbage collection is due, if it runs every `interval_ms`.
+    pub fn next_deadline(&self, interval_ms: u64) -> Option<u64> {
+        Some(self.last_gossip_ms.map_or(0, |last| last + interval_ms))
     }
 
     /// Home node: starts collecting acknowledgements for its own decided transaction.
@@ -168,13 +170,30 @@ impl MaxSentinel for Timestamp {
 }
 
 impl Core {
+    /// How often garbage collection runs: every `Config::gc_interval_ms` while this node
+    /// holds transactions or has something to announce; while it holds nothing, at the
+    /// slower pace of half a retransmission interval, which still tells the others that its
+    /// floors moved (a lost `Forget` is made good by the next) without waking an idle node
+    /// often.
+    pub(crate) fn gc_interval_ms(&self) -> u64 {
+        if self.txs.is_empty() && !self.gc.announcement_pending() {
+            (self.config.retransmit_interval_ms / 2 + 1).max(self.config.gc_interval_ms)
+        } else {
+            self.config.gc_interval_ms
+        }
+    }
+
     /// Periodic: gossip what this node knows is finished, then forget what may be forgotten.
     pub(crate) fn gc_tick(&mut self) {
         let now = self.now_ms();
-        if now < self.gc.next_gossip_ms {
+        if self
+            .gc
+            .next_deadline(self.gc_interval_ms())
+            .is_some_and(|due| now < due)
+        {
             return;
         }
-        self.gc.next_gossip_ms = now + self.config.retransmit_interval_ms / 2 + 1;
+        self.gc.last_gossip_ms = Some(now);
         // Nothing this node's clock issues from now on is below `issue_floor`. The clock
         // witnesses the wall-clock reading first: a wall clock that later steps back must not
         // make it issue a `t0` below a floor already announced (found by the simulator).
@@ -388,6 +407,34 @@ mod tests {
             keys: Keys::single("hot"),
             payload: Bytes::from_static(b"x"),
         }
+    }
+
+    /// Garbage collection runs every `gc_interval_ms` while a node holds transactions, and
+    /// at half a retransmission interval while it holds none.
+    #[test]
+    fn garbage_collection_runs_often_only_while_there_is_something_to_collect() {
+        let config = Config::default();
+        let idle = config.retransmit_interval_ms / 2 + 1;
+        assert!(idle > config.gc_interval_ms, "the test needs the two apart");
+        let mut core = three_cores().remove(0);
+        let at = |ms: u64| Now {
+            wall_ms: 1_000 + ms,
+            monotonic_ms: ms,
+        };
+        core.tick(at(0));
+        let due = |core: &Core| core.gc.next_deadline(core.gc_interval_ms());
+        assert_eq!(due(&core), Some(idle), "nothing held: the slow pace");
+        core.submit(at(1), body(1));
+        assert_eq!(
+            due(&core),
+            Some(config.gc_interval_ms),
+            "a transaction held"
+        );
+        // A round of the core before it is due does not collect; one at it does.
+        core.tick(at(config.gc_interval_ms - 1));
+        assert_eq!(due(&core), Some(config.gc_interval_ms));
+        core.tick(at(config.gc_interval_ms));
+        assert_eq!(due(&core), Some(2 * config.gc_interval_ms));
     }
 
     /// A dependency the replicas reported while it was still in flight, and that every
