@@ -141,10 +141,15 @@ impl Core {
         }
         self.stats.pre_accepts_held += 1;
         let due_ms = self.now_ms() + window;
-        // Whatever conflicting is held now and this one keep each other company.
+        // Whatever conflicting is held now and this one keep each other company. Once this
+        // one has company, a held one that has company already needs no comparing (with a
+        // hot key every held one has, and each arrival compared keys with all of them).
         let mut company = false;
         for (t0, held) in &mut self.held_pre_accepts {
-            if *t0 != message.t0 && held.message.body.keys.conflicts_with(&message.body.keys) {
+            if *t0 == message.t0 || (company && held.company) {
+                continue;
+            }
+            if held.message.body.keys.conflicts_with(&message.body.keys) {
                 held.company = true;
                 company = true;
             }
