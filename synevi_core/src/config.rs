@@ -23,9 +23,9 @@ pub struct Config {
     /// every member is done with. A node forgets a transaction a few of these after every
     /// member applied it, so this bounds the protocol state it holds. Measured with 3 nodes
     /// and 256 clients in memory: at 126 ms (half a retransmission interval, as it was) the
-    /// nodes held 8,000 to 47,000 transactions between them when a run ended and rounds
+    /// nodes held 7,700 to 47,000 transactions between them when a run ended and rounds
     /// that forgot thousands at once made p99 latency 21 to 53 ms; at 20 ms they held 1,500
-    /// to 6,500, p99 8 to 32 ms. It costs a `Forget` to each member per interval. A node
+    /// to 4,300, p99 8 to 32 ms. It costs a `Forget` to each member per interval. A node
     /// that holds nothing runs it at half a retransmission interval instead.
     pub gc_interval_ms: u64,
     /// How long a replica lets a transaction it knows sit undecided (or a dependency it waits
