@@ -29,9 +29,11 @@ def main():
         ping, pipe, lmdb = floor["grpc_ping_pong"], floor["grpc_pipelined"], floor["lmdb_commit"]
         print("| floor | figure |")
         print("|---|---|")
+        rounds = floor.get("rounds_round_trip_p50_us")
+        of_rounds = f" (the median round; p50 of each: {', '.join(map(str, rounds))} µs)" if rounds else ""
         print(
             f"| bare gRPC round trip, 1 in flight | p50 {ping['latency']['p50_us']} µs, "
-            f"p99 {ping['latency']['p99_us']} µs, {ping['round_trips_per_s']:.0f} round trips/s |"
+            f"p99 {ping['latency']['p99_us']} µs, {ping['round_trips_per_s']:.0f} round trips/s{of_rounds} |"
         )
         print(
             f"| gRPC, {pipe['window']} in flight | {pipe['messages_per_s']:.0f} messages/s, "
@@ -42,16 +44,24 @@ def main():
             f"p99 {lmdb['latency']['p99_us']} µs, {lmdb['commits_per_s']:.0f} commits/s |"
         )
         print()
+    # With --rounds, each row is the round with the median throughput; the others' range
+    # gets a column of its own.
+    rounds = any(w.get("rounds_tps") for w in report["workloads"])
     print(
-        "| workload | store | keys | in flight | txns | txns/s | p50 ms | p99 ms | max ms "
-        "| CPU µs/txn | CPU % | fast % | msgs/txn |"
+        "| workload | store | keys | in flight | txns | txns/s | "
+        + ("rounds' txns/s | " if rounds else "")
+        + "p50 ms | p99 ms | max ms | CPU µs/txn | CPU % | fast % | msgs/txn |"
     )
-    print("|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    print("|---|---|---|--:|--:|--:|" + ("--:|" if rounds else "") + "--:|--:|--:|--:|--:|--:|--:|")
     for w in report["workloads"]:
         lat = w["latency"]
+        spread = ""
+        if rounds:
+            each = w.get("rounds_tps") or [w["throughput_tps"]]
+            spread = f"{min(each):.0f}–{max(each):.0f} | "
         print(
             f"| {w['name']} | {w['store']} | {w['keys']} | {w['concurrency']} | "
-            f"{w['committed']} | {w['throughput_tps']:.0f} | {ms(lat['p50_us'])} | "
+            f"{w['committed']} | {w['throughput_tps']:.0f} | {spread}{ms(lat['p50_us'])} | "
             f"{ms(lat['p99_us'])} | {ms(lat['max_us'])} | {w['cpu_per_txn_us']:.0f} | "
             f"{100 * w['cpu_utilisation']:.0f} | {100 * w['fast_path_share']:.0f} | "
             f"{w['messages_per_txn']:.1f} |"

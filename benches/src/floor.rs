@@ -87,6 +87,10 @@ pub struct Floor {
     pub grpc_pipelined: Pipelined,
     /// LMDB, one synced commit at a time.
     pub lmdb_commit: LmdbCommit,
+    /// With `--rounds`: every round's bare gRPC round trip (p50, µs), in the order they
+    /// ran; this floor is the round with the median one. Empty for a run of one round.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rounds_round_trip_p50_us: Vec<u64>,
 }
 
 /// Measures the floor.
@@ -105,6 +109,7 @@ pub async fn measure(
         grpc_ping_pong,
         grpc_pipelined,
         lmdb_commit,
+        rounds_round_trip_p50_us: Vec::new(),
     })
 }
 

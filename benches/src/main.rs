@@ -21,13 +21,13 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use synevi_benches::cluster::{NetworkKind, StoreKind};
-use synevi_benches::floor;
+use synevi_benches::floor::{self, Floor};
 use synevi_benches::long_run::{self, LongSpec};
 use synevi_benches::machine::{self, Machine};
 use synevi_benches::plan::{self, Settings};
 use synevi_benches::report::{self, Report};
 use synevi_benches::targets;
-use synevi_benches::workload::{self, KeyMode, WorkloadSpec};
+use synevi_benches::workload::{self, KeyMode, WorkloadResult, WorkloadSpec};
 
 /// Benchmarks synevi clusters over gRPC on 127.0.0.1, all nodes of a cluster in one process
 /// (a fresh one for each workload): the seed's workloads, a matrix of nodes × clients ×
@@ -113,6 +113,15 @@ struct Cli {
     /// evaluated.
     #[arg(long, global = true)]
     no_floor: bool,
+
+    /// Measure the floor and every workload this many times, round after round (the floor,
+    /// the seed's workloads and the matrix, then all of them again), and report each
+    /// workload's round with the median throughput and the floor's with the median round
+    /// trip; every round's throughput is in the JSON (`rounds_tps`). A workload's rounds are
+    /// minutes apart, so a slow phase of the machine (see docs/benchmarks.md) falls on one
+    /// round of every workload rather than on all rounds of some. Odd counts are best.
+    #[arg(long, global = true, default_value_t = 1)]
+    rounds: usize,
 
     /// Run every workload in this process, one after the other, instead of each in a fresh
     /// process of its own. What one workload leaves behind (its allocator's state, above
@@ -251,23 +260,7 @@ async fn execute(
         report.long_run = Some(long(cli, settings).await?);
         return Ok(());
     }
-    if !cli.no_floor || command == Command::Floor {
-        let progress = bar(cli, "floor", 0);
-        let floor = floor::measure(settings.floor_counts(), &settings.data_dir, &progress)
-            .await
-            .context("measuring the floor")?;
-        progress.finish_and_clear();
-        eprintln!(
-            "{:<24} gRPC round trip p50 {} µs ({:.0}/s), {:.0} messages/s pipelined, LMDB commit p50 {} µs ({:.0}/s)",
-            "floor",
-            floor.grpc_ping_pong.latency.p50_us,
-            floor.grpc_ping_pong.round_trips_per_s,
-            floor.grpc_pipelined.messages_per_s,
-            floor.lmdb_commit.latency.p50_us,
-            floor.lmdb_commit.commits_per_s
-        );
-        report.floor = Some(floor);
-    }
+    anyhow::ensure!(cli.rounds >= 1, "--rounds must be at least 1");
     let mut specs: Vec<WorkloadSpec> = Vec::new();
     if matches!(command, Command::All | Command::Seed) {
         specs.extend(settings.seed_workloads());
@@ -276,23 +269,83 @@ async fn execute(
         specs.extend(settings.matrix_workloads());
     }
     let count = specs.len();
-    for (i, spec) in specs.iter().enumerate() {
-        let label = format!("[{}/{count}] {}", i + 1, spec.name);
-        let result = if cli.in_process {
-            let progress = bar(cli, &label, spec.load.total());
-            let result = workload::run(spec, &progress).await;
-            progress.finish_and_clear();
-            result
+    let mut floors: Vec<Floor> = Vec::new();
+    let mut rounds: Vec<Vec<WorkloadResult>> = vec![Vec::new(); count];
+    for round in 1..=cli.rounds {
+        let of_rounds = if cli.rounds > 1 {
+            format!("round {round}/{}, ", cli.rounds)
         } else {
-            run_in_own_process(cli, spec, &label).await
+            String::new()
+        };
+        if !cli.no_floor || command == Command::Floor {
+            let progress = bar(cli, "floor", 0);
+            let floor = floor::measure(settings.floor_counts(), &settings.data_dir, &progress)
+                .await
+                .context("measuring the floor")?;
+            progress.finish_and_clear();
+            eprintln!("{}", floor_line(&floor));
+            floors.push(floor);
+            report.floor = median_floor(&floors);
         }
-        .with_context(|| format!("workload {}", spec.name))?;
-        eprintln!("{}", report::line(&result));
-        report.workloads.push(result);
-        // Keep what was measured if a later workload fails or the run is interrupted.
-        report.write_json(json)?;
+        for (i, spec) in specs.iter().enumerate() {
+            let label = format!("[{of_rounds}{}/{count}] {}", i + 1, spec.name);
+            let result = if cli.in_process {
+                let progress = bar(cli, &label, spec.load.total());
+                let result = workload::run(spec, &progress).await;
+                progress.finish_and_clear();
+                result
+            } else {
+                run_in_own_process(cli, spec, &label).await
+            }
+            .with_context(|| format!("workload {}", spec.name))?;
+            eprintln!("{}", report::line(&result));
+            rounds[i].push(result);
+            // Keep what was measured if a later workload fails or the run is interrupted:
+            // the medians of the rounds so far.
+            report.workloads = rounds
+                .iter()
+                .filter_map(|measured| workload::median_round(measured.clone()))
+                .collect();
+            report.write_json(json)?;
+        }
+    }
+    if cli.rounds > 1 {
+        eprintln!("\nmedians of {} rounds", cli.rounds);
+        if let Some(floor) = &report.floor {
+            eprintln!("{}", floor_line(floor));
+        }
+        for result in &report.workloads {
+            eprintln!("{}", report::line(result));
+        }
     }
     Ok(())
+}
+
+fn floor_line(floor: &Floor) -> String {
+    format!(
+        "{:<24} gRPC round trip p50 {} µs ({:.0}/s), {:.0} messages/s pipelined, LMDB commit p50 {} µs ({:.0}/s)",
+        "floor",
+        floor.grpc_ping_pong.latency.p50_us,
+        floor.grpc_ping_pong.round_trips_per_s,
+        floor.grpc_pipelined.messages_per_s,
+        floor.lmdb_commit.latency.p50_us,
+        floor.lmdb_commit.commits_per_s
+    )
+}
+
+/// The floor of the round whose bare gRPC round trip was the median (the lower of the two
+/// middle ones for an even count), carrying every round's round trip.
+fn median_floor(floors: &[Floor]) -> Option<Floor> {
+    let mut sorted: Vec<&Floor> = floors.iter().collect();
+    sorted.sort_by_key(|floor| floor.grpc_ping_pong.latency.p50_us);
+    let mut median = (*sorted.get(floors.len().checked_sub(1)? / 2)?).clone();
+    if floors.len() > 1 {
+        median.rounds_round_trip_p50_us = floors
+            .iter()
+            .map(|floor| floor.grpc_ping_pong.latency.p50_us)
+            .collect();
+    }
+    Some(median)
 }
 
 /// Runs `spec` in a fresh process of this binary (`--workload-spec`), so that it starts

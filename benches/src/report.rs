@@ -103,6 +103,15 @@ impl Report {
         }
         if !self.workloads.is_empty() {
             let _ = writeln!(out, "\n{}", table(&self.workloads));
+            if let Some(rounds) = self.workloads.iter().map(|w| w.rounds_tps.len()).max() {
+                if rounds > 1 {
+                    let _ = writeln!(
+                        out,
+                        "(each row: the round with the median throughput of {rounds}; the floor: \
+                         the round with the median round trip; every round in the JSON)"
+                    );
+                }
+            }
         }
         if let Some(long) = &self.long_run {
             let _ = writeln!(

@@ -205,6 +205,10 @@ pub struct WorkloadResult {
     /// The machine's 1-minute load average when the workload ended: other work sharing the
     /// cores.
     pub load_average_1m: Option<f64>,
+    /// With `--rounds`: the throughput of every round, in the order they ran; this result
+    /// is the round with the median throughput. Empty for a run of one round.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds_tps: Vec<f64>,
 }
 
 /// How long the harness waits for lagging nodes to execute everything after the last reply.
@@ -311,7 +315,21 @@ fn summarise(
         load_average_1m: machine::load_average().map(|[one, _, _]| one),
         voluntary_switches_per_txn: 0.0,
         involuntary_switches_per_txn: 0.0,
+        rounds_tps: Vec::new(),
     }
+}
+
+/// The round with the median throughput of one workload's rounds (the lower of the two
+/// middle ones for an even count), carrying every round's throughput in the order they ran.
+pub fn median_round(mut rounds: Vec<WorkloadResult>) -> Option<WorkloadResult> {
+    let throughputs: Vec<f64> = rounds.iter().map(|round| round.throughput_tps).collect();
+    rounds.sort_by(|a, b| a.throughput_tps.total_cmp(&b.throughput_tps));
+    let middle = rounds.len().checked_sub(1)? / 2;
+    let mut median = rounds.swap_remove(middle);
+    if throughputs.len() > 1 {
+        median.rounds_tps = throughputs;
+    }
+    Some(median)
 }
 
 /// A few transactions through every node, one at a time, before measuring: connections are
@@ -556,4 +574,66 @@ async fn run_burst(
         task.await.expect("a client task panicked");
     }
     shared.outcome()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{ClusterSpec, NetworkKind, StoreKind};
+
+    fn with_throughput(committed: u64) -> WorkloadResult {
+        let spec = WorkloadSpec {
+            name: "3n-mem-hot-c1".into(),
+            group: "matrix".into(),
+            cluster: ClusterSpec {
+                nodes: 3,
+                network: NetworkKind::Local,
+                store: StoreKind::Mem,
+                data_dir: "unused".into(),
+                pre_accept_window_ms: 5,
+                idle_spin_us: 0,
+            },
+            keys: KeyMode::Hot,
+            load: Load::Clients {
+                clients: 1,
+                txns: committed,
+            },
+        };
+        let outcome = Outcome {
+            submitted: committed,
+            committed,
+            errors: 0,
+            first_error: None,
+            histogram: Histogram::new(3).expect("a histogram"),
+        };
+        let second = Duration::from_secs(1);
+        summarise(
+            &spec,
+            outcome,
+            second,
+            second,
+            true,
+            second,
+            ClusterCounters::default(),
+        )
+    }
+
+    #[test]
+    fn the_median_round_is_reported_with_every_rounds_throughput_in_order() {
+        let rounds = vec![
+            with_throughput(500),
+            with_throughput(100),
+            with_throughput(300),
+        ];
+        let median = median_round(rounds).expect("three rounds");
+        assert_eq!(median.committed, 300);
+        assert_eq!(median.rounds_tps, vec![500.0, 100.0, 300.0]);
+        // An even count reports the lower of the two middle rounds.
+        let median = median_round(vec![with_throughput(2), with_throughput(1)]).expect("two");
+        assert_eq!(median.committed, 1);
+        // One round carries no list; none is nothing.
+        let single = median_round(vec![with_throughput(7)]).expect("one");
+        assert!(single.rounds_tps.is_empty());
+        assert!(median_round(Vec::new()).is_none());
+    }
 }
