@@ -24,7 +24,11 @@
 //! Who holds a commit: a node that learns a commit from another voter's `Commit` counts
 //! both (the sender made it durable before sending, this node does before anything it sends
 //! next leaves); a home node counts the voters that acknowledge it (`Applied`, whose
-//! `committed` list members send as soon as they commit a transaction that has deps).
+//! `committed` list members send as soon as they commit a transaction that has deps). With
+//! more than three voters, where a `Commit` shows too few, members send that list to every
+//! other member, and each counts the voters it hears from once it holds the commit itself
+//! (`TxState::holder_bits`, so that none counts twice); the home's announcement
+//! (`Forget::settled`) still comes, for acknowledgements that came before the commit.
 //!
 //! The replica's rule (`ConflictIndex::deps`, no state lookups): `Z` is the settled
 //! transaction with the highest `t` below `t0(Y)` in the same key's entry as `X`, or a
@@ -140,6 +144,8 @@ enum Verdict {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use synevi_types::{Applied, Bytes, Envelope, Keys, Message, Status, Timestamp, TxBody, T, T0};
 
     use super::*;
@@ -345,6 +351,51 @@ mod tests {
         let to = usize::from(forgets[0].to - 1);
         cores[to].receive(LATER, forgets[0].clone());
         assert_eq!(cores[to].txs[&x].commit_holders, 3);
+    }
+
+    #[test]
+    fn with_five_voters_members_count_each_others_acknowledgements() {
+        let mut cores = crate::core::cores(5, Config::default());
+        let x = cores[0].submit(NOW, hot(1));
+        let y = cores[0].submit(NOW, hot(2));
+        run_quiet(&mut cores, NOW);
+        assert_eq!(cores[1].txs[&y].record.deps.as_slice(), &[x]);
+        // Y has deps: node 3 tells every other member that it holds Y's commit, not only Y's
+        // home (its acknowledgements wait for company, or for the hold to end).
+        cores[2].tick(LATER);
+        let told: BTreeSet<u16> = cores[2]
+            .take_ready()
+            .messages
+            .into_iter()
+            .filter_map(|envelope| match envelope.message {
+                Message::Applied(applied) if applied.committed.contains(&y) => Some(envelope.to),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, BTreeSet::from([1, 2, 4, 5]));
+        // Node 2 holds Y's commit from node 1: two holders, three needed.
+        let node_2 = &mut cores[1];
+        assert_eq!(node_2.txs[&y].commit_holders, 2);
+        let from = |serial: u16| Envelope {
+            from: serial,
+            to: 2,
+            message: Message::Applied(Applied {
+                t0s: Vec::new(),
+                committed: vec![y],
+            }),
+            clock: Timestamp::ZERO,
+        };
+        node_2.receive(LATER, from(3));
+        assert_eq!(
+            node_2.txs[&y].commit_holders, 3,
+            "settled without the home's word"
+        );
+        // Each voter counts once, the Commit's sender included.
+        node_2.receive(LATER, from(3));
+        node_2.receive(LATER, from(1));
+        assert_eq!(node_2.txs[&y].commit_holders, 3);
+        node_2.receive(LATER, from(4));
+        assert_eq!(node_2.txs[&y].commit_holders, 4);
     }
 
     /// Why a commit held by its coordinator alone must stay a dep. Five voters; `X` takes the

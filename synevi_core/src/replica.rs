@@ -340,6 +340,10 @@ impl Core {
         // before sending, and this node before anything it sends after this step leaves.
         let holders = u8::from(self.quorums.is_voter(self.serial))
             + u8::from(from != self.serial && self.quorums.is_voter(from));
+        let holder_bits = [self.serial, from]
+            .into_iter()
+            .filter(|serial| self.quorums.is_voter(*serial))
+            .fold(0, |bits, serial| bits | Core::holder_bit(serial));
         // Network input: no transaction commits at a `t` below its `t0`.
         if message.t < t0 {
             tracing::warn!(%from, ?t0, t = ?message.t, "dropped a Commit with t below t0");
@@ -375,6 +379,7 @@ impl Core {
         }
         state.record.status = Status::Committed;
         state.commit_holders = holders;
+        state.holder_bits = holder_bits;
         state.record.t = message.t;
         state.record.deps = message.deps.clone();
         self.stats.committed_deps_total += message.deps.len() as u64;

@@ -129,8 +129,12 @@ impl Core {
         // acknowledgement left after the round recording the commit (an earlier one).
         let from_voter = from != self.serial && self.quorums.is_voter(from);
         for t0 in message.committed {
-            if t0.0.serial == self.serial && self.gc.home_holds(t0, from) && from_voter {
-                self.count_commit_holder(t0);
+            if t0.0.serial == self.serial {
+                if self.gc.home_holds(t0, from) && from_voter {
+                    self.count_commit_holder(t0);
+                }
+            } else if from_voter {
+                self.count_other_holder(t0, from);
             }
         }
         for t0 in message.t0s {
@@ -145,6 +149,25 @@ impl Core {
                 self.mark_applied_everywhere(t0);
             }
         }
+    }
+
+    /// Not its home: voter `from` says it holds the commit of `t0` durably. Counted once
+    /// this node holds the commit too (an acknowledgement that comes first is dropped: the
+    /// home's announcement still comes), and once per voter (`TxState::holder_bits`).
+    fn count_other_holder(&mut self, t0: T0, from: Serial) {
+        let Some(state) = self.txs.get_mut(&t0) else {
+            return;
+        };
+        let bit = Core::holder_bit(from);
+        if state.committed_at().is_none() || state.holder_bits & bit != 0 {
+            return;
+        }
+        state.holder_bits |= bit;
+        // Not one more: the count may come from the home's announcement, which counted
+        // holders this node cannot name. Each figure is a lower bound; so is the larger.
+        let named = u8::try_from(state.holder_bits.count_ones()).unwrap_or(u8::MAX);
+        state.commit_holders = state.commit_holders.max(named);
+        self.settle_if_held(t0);
     }
 
     /// One more voter holds the commit of `t0` durably (`pruning.rs`).
