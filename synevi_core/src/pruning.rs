@@ -299,6 +299,20 @@ mod tests {
         assert_eq!(home.txs[&x].commit_holders, 3);
     }
 
+    /// The `Applied` acknowledgements `core` sends once its held ones are due at `now`, with
+    /// their destinations.
+    fn acks_sent(core: &mut Core, now: Now) -> Vec<(u16, Applied)> {
+        core.tick(now);
+        core.take_ready()
+            .messages
+            .into_iter()
+            .filter_map(|envelope| match envelope.message {
+                Message::Applied(applied) => Some((envelope.to, applied)),
+                _ => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn members_acknowledge_commits_that_have_deps_to_their_home() {
         let mut cores = three_cores(Config::default());
@@ -306,15 +320,9 @@ mod tests {
         let y = cores[0].submit(NOW, hot(2));
         run_quiet(&mut cores, NOW);
         assert_eq!(cores[1].txs[&y].record.deps.as_slice(), &[x]);
-        cores[1].tick(LATER);
-        let acks: Vec<Applied> = cores[1]
-            .take_ready()
-            .messages
+        let acks: Vec<Applied> = acks_sent(&mut cores[1], LATER)
             .into_iter()
-            .filter_map(|envelope| match envelope.message {
-                Message::Applied(applied) if envelope.to == 1 => Some(applied),
-                _ => None,
-            })
+            .filter_map(|(to, applied)| (to == 1).then_some(applied))
             .collect();
         // X depended on nothing: its commit goes unacknowledged until it is applied.
         assert_eq!(
@@ -362,15 +370,9 @@ mod tests {
         assert_eq!(cores[1].txs[&y].record.deps.as_slice(), &[x]);
         // Y has deps: node 3 tells every other member that it holds Y's commit, not only Y's
         // home (its acknowledgements wait for company, or for the hold to end).
-        cores[2].tick(LATER);
-        let told: BTreeSet<u16> = cores[2]
-            .take_ready()
-            .messages
+        let told: BTreeSet<u16> = acks_sent(&mut cores[2], LATER)
             .into_iter()
-            .filter_map(|envelope| match envelope.message {
-                Message::Applied(applied) if applied.committed.contains(&y) => Some(envelope.to),
-                _ => None,
-            })
+            .filter_map(|(to, applied)| applied.committed.contains(&y).then_some(to))
             .collect();
         assert_eq!(told, BTreeSet::from([1, 2, 4, 5]));
         // Node 2 holds Y's commit from node 1: two holders, three needed.
