@@ -333,17 +333,17 @@ fn floor_line(floor: &Floor) -> String {
     )
 }
 
-/// The floor of the round whose bare gRPC round trip was the median (the lower of the two
-/// middle ones for an even count), carrying every round's round trip.
+/// The floor of the round whose bare gRPC round trip was the median
+/// ([`workload::median_position`]), carrying every round's round trip.
 fn median_floor(floors: &[Floor]) -> Option<Floor> {
-    let mut sorted: Vec<&Floor> = floors.iter().collect();
-    sorted.sort_by_key(|floor| floor.grpc_ping_pong.latency.p50_us);
-    let mut median = (*sorted.get(floors.len().checked_sub(1)? / 2)?).clone();
+    let round_trips: Vec<u64> = floors
+        .iter()
+        .map(|floor| floor.grpc_ping_pong.latency.p50_us)
+        .collect();
+    let figures: Vec<f64> = round_trips.iter().map(|&us| us as f64).collect();
+    let mut median = floors[workload::median_position(&figures)?].clone();
     if floors.len() > 1 {
-        median.rounds_round_trip_p50_us = floors
-            .iter()
-            .map(|floor| floor.grpc_ping_pong.latency.p50_us)
-            .collect();
+        median.rounds_round_trip_p50_us = round_trips;
     }
     Some(median)
 }

@@ -319,13 +319,19 @@ fn summarise(
     }
 }
 
-/// The round with the median throughput of one workload's rounds (the lower of the two
-/// middle ones for an even count), carrying every round's throughput in the order they ran.
+/// Where the median of `figures` is (the lower of the two middle ones for an even count),
+/// as an index into `figures`; `None` if there are none.
+pub fn median_position(figures: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..figures.len()).collect();
+    order.sort_by(|&a, &b| figures[a].total_cmp(&figures[b]));
+    order.get(figures.len().checked_sub(1)? / 2).copied()
+}
+
+/// The round with the median throughput of one workload's rounds ([`median_position`]),
+/// carrying every round's throughput in the order they ran.
 pub fn median_round(mut rounds: Vec<WorkloadResult>) -> Option<WorkloadResult> {
     let throughputs: Vec<f64> = rounds.iter().map(|round| round.throughput_tps).collect();
-    rounds.sort_by(|a, b| a.throughput_tps.total_cmp(&b.throughput_tps));
-    let middle = rounds.len().checked_sub(1)? / 2;
-    let mut median = rounds.swap_remove(middle);
+    let mut median = rounds.swap_remove(median_position(&throughputs)?);
     if throughputs.len() > 1 {
         median.rounds_tps = throughputs;
     }

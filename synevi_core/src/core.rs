@@ -507,15 +507,19 @@ impl Core {
     /// not wait for the home node to count them and announce it (with five nodes, deps
     /// carried a round trip's worth more transactions than with three).
     pub(crate) fn queue_committed_ack(&mut self, t0: T0) {
-        let destinations: Vec<Serial> = if self.quorums.every_majority_meets() > 2 {
-            self.quorums
-                .members()
-                .filter(|member| *member != self.serial)
-                .collect()
-        } else {
-            vec![t0.0.serial]
-        };
-        for to in destinations {
+        if self.quorums.every_majority_meets() <= 2 {
+            self.pending_acks
+                .entry(t0.0.serial)
+                .or_default()
+                .committed
+                .push(t0);
+            return;
+        }
+        for to in self
+            .quorums
+            .members()
+            .filter(|member| *member != self.serial)
+        {
             self.pending_acks.entry(to).or_default().committed.push(t0);
         }
     }

@@ -270,9 +270,13 @@ mod tests {
     }
 
     fn ack(from: u16, t0s: Vec<T0>, committed: Vec<T0>) -> Envelope {
+        ack_to(from, 1, t0s, committed)
+    }
+
+    fn ack_to(from: u16, to: u16, t0s: Vec<T0>, committed: Vec<T0>) -> Envelope {
         Envelope {
             from,
-            to: 1,
+            to,
             message: Message::Applied(Applied { t0s, committed }),
             clock: Timestamp::ZERO,
         }
@@ -378,15 +382,7 @@ mod tests {
         // Node 2 holds Y's commit from node 1: two holders, three needed.
         let node_2 = &mut cores[1];
         assert_eq!(node_2.txs[&y].commit_holders, 2);
-        let from = |serial: u16| Envelope {
-            from: serial,
-            to: 2,
-            message: Message::Applied(Applied {
-                t0s: Vec::new(),
-                committed: vec![y],
-            }),
-            clock: Timestamp::ZERO,
-        };
+        let from = |serial: u16| ack_to(serial, 2, Vec::new(), vec![y]);
         node_2.receive(LATER, from(3));
         assert_eq!(
             node_2.txs[&y].commit_holders, 3,

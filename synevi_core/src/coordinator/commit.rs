@@ -53,7 +53,6 @@ impl Core {
         }
     }
 
-    /// Re-sends the current phase's message to voters that have not answered yet.
     /// The current phase's messages went out a while ago: re-sends them to the voters that
     /// have not answered, once [`Core::retransmit_wait_ms`] has passed since they went out
     /// (it may have grown since the timer was set: then the timer is set again).
@@ -155,6 +154,8 @@ impl Core {
     /// this node holds the commit too (an acknowledgement that comes first is dropped: the
     /// home's announcement still comes), and once per voter (`TxState::holder_bits`).
     fn count_other_holder(&mut self, t0: T0, from: Serial) {
+        // Only voters' holding counts towards every majority meeting one of them.
+        debug_assert!(self.quorums.is_voter(from) && from != self.serial);
         let Some(state) = self.txs.get_mut(&t0) else {
             return;
         };
