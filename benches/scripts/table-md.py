@@ -15,10 +15,14 @@ def ms(us):
 def main():
     report = json.load(open(sys.argv[1]))
     machine = report["machine"]
+    allocator = machine.get("allocator", "system")
+    purge = report.get("settings", {}).get("purge_delay_ms")
+    if allocator == "mimalloc" and purge is not None:
+        allocator += " (purge delay: never)" if purge < 0 else f" (purge delay {purge} ms)"
     print(
         f"Machine: {machine['cpu_model']}, {machine['cores']} cores, "
         f"{machine['memory_mib'] // 1024} GiB, Linux {machine['kernel']}; "
-        f"commit `{machine['git_commit']}`; allocator {machine.get('allocator', 'system')}; "
+        f"commit `{machine['git_commit']}`; allocator {allocator}; "
         f"load average "
         f"{machine['load_average_at_start'][0]:.2f} at start, "
         f"{report['load_average_at_end'][0]:.2f} at end; "

@@ -13,6 +13,23 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` of `mimalloc.h` (v2 and v3 alike), which `libmimalloc-sys` does
+/// not name: the option just before `mi_option_use_numa_nodes` (16), which it does.
+#[cfg(feature = "mimalloc")]
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Sets how long mimalloc keeps memory it no longer uses before it returns it to the
+/// operating system (negative: never). mimalloc reads the option each time it purges, so
+/// setting it after the first allocations still holds for all that follow.
+#[cfg(feature = "mimalloc")]
+fn set_purge_delay(ms: i64) {
+    const _: () = assert!(MI_OPTION_PURGE_DELAY + 1 == libmimalloc_sys::mi_option_use_numa_nodes);
+    let ms = std::os::raw::c_long::try_from(ms).unwrap_or(std::os::raw::c_long::MAX);
+    // SAFETY: `mi_option_set` only stores the value in mimalloc's option table, which any
+    // thread may do at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ms) }
+}
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +118,15 @@ struct Cli {
     #[arg(long, global = true)]
     idle_spin_us: Option<u64>,
 
+    /// How long mimalloc keeps freed memory before it returns it to the operating system,
+    /// in milliseconds (`mi_option_purge_delay`; -1: never, 1000: mimalloc's own default).
+    /// Returned memory that is needed again is faulted back in and zeroed by the kernel,
+    /// which on the virtual machine of docs/benchmarks.md costs five times reused memory;
+    /// purging made the loaded workloads' throughput wander with when it struck. Ignored
+    /// by `--no-default-features` (the platform's allocator) [default: -1].
+    #[arg(long, global = true, default_value_t = -1, allow_negative_numbers = true)]
+    purge_delay_ms: i64,
+
     /// `long` only: seconds between memory samples.
     #[arg(long, global = true, default_value = "5s", value_parser = plan::parse_duration)]
     sample_every: Duration,
@@ -157,6 +183,8 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    #[cfg(feature = "mimalloc")]
+    set_purge_delay(cli.purge_delay_ms);
     if let Err(error) = run(cli).await {
         eprintln!("synevi-bench: {error:#}");
         std::process::exit(1);
@@ -195,6 +223,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         idle_spin_us: cli
             .idle_spin_us
             .unwrap_or(synevi::Config::default().idle_spin_us),
+        purge_delay_ms: cfg!(feature = "mimalloc").then_some(cli.purge_delay_ms),
     };
     anyhow::ensure!(settings.txns > 0, "--txns must be above 0");
     anyhow::ensure!(
@@ -365,6 +394,8 @@ async fn run_in_own_process(
         .arg(out.path())
         .arg("--label")
         .arg(label)
+        .arg("--purge-delay-ms")
+        .arg(cli.purge_delay_ms.to_string())
         .stdin(std::process::Stdio::null());
     if cli.no_progress {
         command.arg("--no-progress");

@@ -44,6 +44,9 @@ pub struct Settings {
     pub pre_accept_window_ms: u64,
     /// The nodes' `Config::idle_spin_us`.
     pub idle_spin_us: u64,
+    /// mimalloc's purge delay (`--purge-delay-ms`; -1: never); `None` with the platform's
+    /// allocator.
+    pub purge_delay_ms: Option<i64>,
 }
 
 impl Settings {
@@ -185,6 +188,7 @@ mod tests {
             data_dir: PathBuf::from("target/bench-data"),
             pre_accept_window_ms: 2,
             idle_spin_us: 30,
+            purge_delay_ms: Some(-1),
         }
     }
 

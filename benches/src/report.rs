@@ -68,7 +68,7 @@ impl Report {
             machine.cores,
             machine.memory_mib,
             machine.kernel,
-            machine.allocator,
+            allocator_of(machine.allocator, &self.settings),
             load(machine.load_average_at_start),
             load(self.load_average_at_end),
         );
@@ -227,4 +227,16 @@ pub fn line(r: &WorkloadResult) -> String {
         r.errors,
         if r.settled { "" } else { " (NOT SETTLED: a node did not execute everything)" },
     )
+}
+
+/// The allocator as the report names it: mimalloc with its purge delay (`--purge-delay-ms`).
+fn allocator_of(allocator: &str, settings: &serde_json::Value) -> String {
+    match settings
+        .get("purge_delay_ms")
+        .and_then(serde_json::Value::as_i64)
+    {
+        Some(ms) if ms < 0 => format!("{allocator} (purge delay: never)"),
+        Some(ms) => format!("{allocator} (purge delay {ms} ms)"),
+        None => allocator.to_string(),
+    }
 }
