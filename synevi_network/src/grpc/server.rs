@@ -41,6 +41,7 @@ impl proto::peer_server::Peer for Receiver {
         tracing::debug!(?remote, ?claimed_serial, "inbound stream opened");
         let mut frames = request.into_inner();
         let mut tally = Tally::default();
+        let mut decoder = wire::Decoder::default();
         loop {
             let frame = tokio::select! {
                 biased;
@@ -48,7 +49,7 @@ impl proto::peer_server::Peer for Receiver {
                 frame = frames.message() => frame,
             };
             match frame {
-                Ok(Some(batch)) => self.on_batch(batch, &mut tally),
+                Ok(Some(batch)) => self.on_batch(batch, &mut decoder, &mut tally),
                 Ok(None) => break,
                 Err(status) => {
                     // An undecodable or oversized frame, or a broken connection: the
@@ -80,7 +81,7 @@ impl Receiver {
     /// Delivers the batch's envelopes in order; the last one delivered carries the batch's
     /// clock (`Envelope::clock`), which the sender took when it made the batch's last
     /// envelope: the receiver learns it after every envelope made before it.
-    fn on_batch(&self, batch: proto::Batch, tally: &mut Tally) {
+    fn on_batch(&self, batch: proto::Batch, decoder: &mut wire::Decoder, tally: &mut Tally) {
         let counters = &self.shared.counters;
         add(&counters.batches_received, 1);
         // A bad clock tells nothing; the envelopes are good without it.
@@ -95,7 +96,10 @@ impl Receiver {
         // Held back by one, so that the last can be given the clock.
         let mut pending: Option<Envelope> = None;
         for encoded in batch.envelopes {
-            match wire::envelope_from_proto(encoded).and_then(|envelope| self.check(envelope)) {
+            match decoder
+                .envelope(encoded)
+                .and_then(|envelope| self.check(envelope))
+            {
                 Ok(envelope) => {
                     tally.accepted += 1;
                     add(&counters.envelopes_received, 1);

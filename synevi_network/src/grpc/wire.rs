@@ -10,8 +10,8 @@ use prost::Message as _;
 use synevi_types::{
     decode_t0s, encode_t0s, Accept, AcceptInvalidate, AcceptInvalidateOk, AcceptOk, Applied,
     Ballot, BeginRecovery, Bytes, Commit, CommitInvalidate, Deps, Envelope, Forget, Inquire, Key,
-    Keys, Message, Nack, PreAccept, PreAcceptOk, RecoverOk, Serial, Status, SyneviError, Timestamp,
-    TxBody, T, T0,
+    KeySet, Keys, Message, Nack, PreAccept, PreAcceptOk, RecoverOk, Serial, Status, SyneviError,
+    Timestamp, TxBody, T, T0,
 };
 
 use super::proto;
@@ -141,103 +141,156 @@ pub(crate) fn envelope_to_proto(envelope: Envelope) -> proto::Envelope {
     }
 }
 
+/// Decodes one envelope on its own (see [`Decoder`] for a stream's envelopes).
 pub(crate) fn envelope_from_proto(envelope: proto::Envelope) -> Result<Envelope, SyneviError> {
-    use proto::envelope::Message as M;
-    let from = serial_from(envelope.from, "Envelope.from")?;
-    let to = serial_from(envelope.to, "Envelope.to")?;
-    let message = match required(envelope.message, "Envelope.message")? {
-        M::PreAccept(m) => Message::PreAccept(PreAccept {
-            t0: t0_from(m.t0, "PreAccept.t0")?,
-            body: body_from(required(m.body, "PreAccept.body")?, "PreAccept.body")?,
-        }),
-        M::PreAcceptOk(m) => Message::PreAcceptOk(PreAcceptOk {
-            t0: t0_from(m.t0, "PreAcceptOk.t0")?,
-            t: t_from(m.t, "PreAcceptOk.t")?,
-            deps: deps_from(m.deps, "PreAcceptOk.deps")?,
-        }),
-        M::Accept(m) => Message::Accept(Accept {
-            t0: t0_from(m.t0, "Accept.t0")?,
-            ballot: ballot_from(m.ballot, "Accept.ballot")?,
-            t: t_from(m.t, "Accept.t")?,
-            deps: deps_from(m.deps, "Accept.deps")?,
-            body: body_from(required(m.body, "Accept.body")?, "Accept.body")?,
-        }),
-        M::AcceptOk(m) => Message::AcceptOk(AcceptOk {
-            t0: t0_from(m.t0, "AcceptOk.t0")?,
-            ballot: ballot_from(m.ballot, "AcceptOk.ballot")?,
-            deps: deps_from(m.deps, "AcceptOk.deps")?,
-        }),
-        M::Commit(m) => Message::Commit(Commit {
-            t0: t0_from(m.t0, "Commit.t0")?,
-            t: t_from(m.t, "Commit.t")?,
-            deps: deps_from(m.deps, "Commit.deps")?,
-            body: body_from(required(m.body, "Commit.body")?, "Commit.body")?,
-        }),
-        M::Nack(m) => Message::Nack(Nack {
-            t0: t0_from(m.t0, "Nack.t0")?,
-            promised: ballot_from(m.promised, "Nack.promised")?,
-        }),
-        M::BeginRecovery(m) => Message::BeginRecovery(BeginRecovery {
-            t0: t0_from(m.t0, "BeginRecovery.t0")?,
-            ballot: ballot_from(m.ballot, "BeginRecovery.ballot")?,
-            body: m
-                .body
-                .map(|body| body_from(body, "BeginRecovery.body"))
-                .transpose()?,
-        }),
-        M::RecoverOk(m) => Message::RecoverOk(RecoverOk {
-            t0: t0_from(m.t0, "RecoverOk.t0")?,
-            ballot: ballot_from(m.ballot, "RecoverOk.ballot")?,
-            status: status_from(m.status)?,
-            accepted: ballot_from(m.accepted, "RecoverOk.accepted")?,
-            t: t_from(m.t, "RecoverOk.t")?,
-            deps: deps_from(m.deps, "RecoverOk.deps")?,
-            body: m
-                .body
-                .map(|body| body_from(body, "RecoverOk.body"))
-                .transpose()?,
-            rejects_fast_path: m.rejects_fast_path,
-            earlier_committed_witness: deps_from(
-                m.earlier_committed_witness,
-                "RecoverOk.earlier_committed_witness",
-            )?,
-            wait_for_commit: deps_from(m.wait_for_commit, "RecoverOk.wait_for_commit")?,
-        }),
-        M::AcceptInvalidate(m) => Message::AcceptInvalidate(AcceptInvalidate {
-            t0: t0_from(m.t0, "AcceptInvalidate.t0")?,
-            ballot: ballot_from(m.ballot, "AcceptInvalidate.ballot")?,
-        }),
-        M::AcceptInvalidateOk(m) => Message::AcceptInvalidateOk(AcceptInvalidateOk {
-            t0: t0_from(m.t0, "AcceptInvalidateOk.t0")?,
-            ballot: ballot_from(m.ballot, "AcceptInvalidateOk.ballot")?,
-        }),
-        M::CommitInvalidate(m) => Message::CommitInvalidate(CommitInvalidate {
-            t0: t0_from(m.t0, "CommitInvalidate.t0")?,
-        }),
-        M::Applied(m) => Message::Applied(Applied {
-            t0s: t0s_from(m.t0s, "Applied.t0s")?,
-            committed: t0s_from(m.committed, "Applied.committed")?,
-        }),
-        M::Forget(m) => Message::Forget(Forget {
-            floor: t0_from(m.floor, "Forget.floor")?,
-            t0s: t0s_from(m.t0s, "Forget.t0s")?,
-            decided_floor: timestamp_from(
-                required(m.decided_floor, "Forget.decided_floor")?,
-                "Forget.decided_floor",
-            )?,
-            settled: t0s_from(m.settled, "Forget.settled")?,
-            settled_holders: m.settled_holders,
-        }),
-        M::Inquire(m) => Message::Inquire(Inquire {
-            t0s: t0s_from(m.t0s, "Inquire.t0s")?,
-        }),
-    };
-    Ok(Envelope {
-        from,
-        to,
-        message,
-        clock: Timestamp::ZERO,
-    })
+    Decoder::default().envelope(envelope)
+}
+
+/// Decodes the envelopes of one stream. It remembers the key set of the last transaction
+/// body it decoded, and a body that names the same keys shares it instead of copying them
+/// out of the frame into a set of its own: with a hot key every PreAccept and Commit names
+/// the same one, and each copy cost three allocations (the key's bytes, a list to sort, the
+/// shared set), for every body, on every node. Only an exact match (same keys, same order,
+/// as a sorted set encodes) is shared; anything else is decoded as before.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    last_keys: Option<KeySet>,
+}
+
+impl Decoder {
+    /// Decodes one envelope of the stream.
+    pub(crate) fn envelope(&mut self, envelope: proto::Envelope) -> Result<Envelope, SyneviError> {
+        use proto::envelope::Message as M;
+        let from = serial_from(envelope.from, "Envelope.from")?;
+        let to = serial_from(envelope.to, "Envelope.to")?;
+        let message = match required(envelope.message, "Envelope.message")? {
+            M::PreAccept(m) => Message::PreAccept(PreAccept {
+                t0: t0_from(m.t0, "PreAccept.t0")?,
+                body: self.body_from(required(m.body, "PreAccept.body")?, "PreAccept.body")?,
+            }),
+            M::PreAcceptOk(m) => Message::PreAcceptOk(PreAcceptOk {
+                t0: t0_from(m.t0, "PreAcceptOk.t0")?,
+                t: t_from(m.t, "PreAcceptOk.t")?,
+                deps: deps_from(m.deps, "PreAcceptOk.deps")?,
+            }),
+            M::Accept(m) => Message::Accept(Accept {
+                t0: t0_from(m.t0, "Accept.t0")?,
+                ballot: ballot_from(m.ballot, "Accept.ballot")?,
+                t: t_from(m.t, "Accept.t")?,
+                deps: deps_from(m.deps, "Accept.deps")?,
+                body: self.body_from(required(m.body, "Accept.body")?, "Accept.body")?,
+            }),
+            M::AcceptOk(m) => Message::AcceptOk(AcceptOk {
+                t0: t0_from(m.t0, "AcceptOk.t0")?,
+                ballot: ballot_from(m.ballot, "AcceptOk.ballot")?,
+                deps: deps_from(m.deps, "AcceptOk.deps")?,
+            }),
+            M::Commit(m) => Message::Commit(Commit {
+                t0: t0_from(m.t0, "Commit.t0")?,
+                t: t_from(m.t, "Commit.t")?,
+                deps: deps_from(m.deps, "Commit.deps")?,
+                body: self.body_from(required(m.body, "Commit.body")?, "Commit.body")?,
+            }),
+            M::Nack(m) => Message::Nack(Nack {
+                t0: t0_from(m.t0, "Nack.t0")?,
+                promised: ballot_from(m.promised, "Nack.promised")?,
+            }),
+            M::BeginRecovery(m) => Message::BeginRecovery(BeginRecovery {
+                t0: t0_from(m.t0, "BeginRecovery.t0")?,
+                ballot: ballot_from(m.ballot, "BeginRecovery.ballot")?,
+                body: m
+                    .body
+                    .map(|body| self.body_from(body, "BeginRecovery.body"))
+                    .transpose()?,
+            }),
+            M::RecoverOk(m) => Message::RecoverOk(RecoverOk {
+                t0: t0_from(m.t0, "RecoverOk.t0")?,
+                ballot: ballot_from(m.ballot, "RecoverOk.ballot")?,
+                status: status_from(m.status)?,
+                accepted: ballot_from(m.accepted, "RecoverOk.accepted")?,
+                t: t_from(m.t, "RecoverOk.t")?,
+                deps: deps_from(m.deps, "RecoverOk.deps")?,
+                body: m
+                    .body
+                    .map(|body| self.body_from(body, "RecoverOk.body"))
+                    .transpose()?,
+                rejects_fast_path: m.rejects_fast_path,
+                earlier_committed_witness: deps_from(
+                    m.earlier_committed_witness,
+                    "RecoverOk.earlier_committed_witness",
+                )?,
+                wait_for_commit: deps_from(m.wait_for_commit, "RecoverOk.wait_for_commit")?,
+            }),
+            M::AcceptInvalidate(m) => Message::AcceptInvalidate(AcceptInvalidate {
+                t0: t0_from(m.t0, "AcceptInvalidate.t0")?,
+                ballot: ballot_from(m.ballot, "AcceptInvalidate.ballot")?,
+            }),
+            M::AcceptInvalidateOk(m) => Message::AcceptInvalidateOk(AcceptInvalidateOk {
+                t0: t0_from(m.t0, "AcceptInvalidateOk.t0")?,
+                ballot: ballot_from(m.ballot, "AcceptInvalidateOk.ballot")?,
+            }),
+            M::CommitInvalidate(m) => Message::CommitInvalidate(CommitInvalidate {
+                t0: t0_from(m.t0, "CommitInvalidate.t0")?,
+            }),
+            M::Applied(m) => Message::Applied(Applied {
+                t0s: t0s_from(m.t0s, "Applied.t0s")?,
+                committed: t0s_from(m.committed, "Applied.committed")?,
+            }),
+            M::Forget(m) => Message::Forget(Forget {
+                floor: t0_from(m.floor, "Forget.floor")?,
+                t0s: t0s_from(m.t0s, "Forget.t0s")?,
+                decided_floor: timestamp_from(
+                    required(m.decided_floor, "Forget.decided_floor")?,
+                    "Forget.decided_floor",
+                )?,
+                settled: t0s_from(m.settled, "Forget.settled")?,
+                settled_holders: m.settled_holders,
+            }),
+            M::Inquire(m) => Message::Inquire(Inquire {
+                t0s: t0s_from(m.t0s, "Inquire.t0s")?,
+            }),
+        };
+        Ok(Envelope {
+            from,
+            to,
+            message,
+            clock: Timestamp::ZERO,
+        })
+    }
+
+    fn body_from(&mut self, body: proto::TxBody, field: &str) -> Result<TxBody, SyneviError> {
+        Ok(TxBody {
+            id: (u128::from(body.id_high) << 64) | u128::from(body.id_low),
+            keys: self.keys_from(required(body.keys, field)?, field)?,
+            payload: owned(body.payload),
+        })
+    }
+
+    fn keys_from(&mut self, keys: proto::Keys, field: &str) -> Result<Keys, SyneviError> {
+        use proto::keys::Kind;
+        match keys.kind {
+            Some(Kind::All(proto::AllKeys {})) => Ok(Keys::All),
+            Some(Kind::Set(set)) => {
+                if let Some(last) = &self.last_keys {
+                    let same = last.len() == set.keys.len()
+                        && last
+                            .iter()
+                            .zip(&set.keys)
+                            .all(|(key, bytes)| key.as_bytes() == bytes.as_ref());
+                    if same {
+                        return Ok(Keys::Set(last.clone()));
+                    }
+                }
+                let keys: KeySet = set.keys.into_iter().map(|key| Key(owned(key))).collect();
+                self.last_keys = Some(keys.clone());
+                Ok(Keys::Set(keys))
+            }
+            None => Err(malformed(
+                field,
+                "has keys that are neither `all` nor a set",
+            )),
+        }
+    }
 }
 
 /// A batch's `clock`: [`Timestamp::ZERO`] (nothing known) goes as no field at all.
@@ -354,14 +407,6 @@ fn body_to(body: TxBody) -> proto::TxBody {
     }
 }
 
-fn body_from(body: proto::TxBody, field: &str) -> Result<TxBody, SyneviError> {
-    Ok(TxBody {
-        id: (u128::from(body.id_high) << 64) | u128::from(body.id_low),
-        keys: keys_from(required(body.keys, field)?, field)?,
-        payload: owned(body.payload),
-    })
-}
-
 /// A copy of `bytes` in an allocation of its own. Decoded `bytes` fields are slices of the
 /// frame they came in, and a slice keeps the whole frame's buffer alive: a payload or a key
 /// that outlives the message (in a transaction's state, the conflict index, an in-memory
@@ -381,18 +426,6 @@ fn keys_to(keys: Keys) -> proto::Keys {
         }),
     };
     proto::Keys { kind: Some(kind) }
-}
-
-fn keys_from(keys: proto::Keys, field: &str) -> Result<Keys, SyneviError> {
-    use proto::keys::Kind;
-    match keys.kind {
-        Some(Kind::All(proto::AllKeys {})) => Ok(Keys::All),
-        Some(Kind::Set(set)) => Ok(Keys::set(set.keys.into_iter().map(|key| Key(owned(key))))),
-        None => Err(malformed(
-            field,
-            "has keys that are neither `all` nor a set",
-        )),
-    }
 }
 
 fn status_to(status: Status) -> proto::TxStatus {

@@ -92,6 +92,63 @@ fn decoded_payloads_and_keys_do_not_keep_their_frame_alive() {
     assert!(keys.iter().all(|key| !points_into(key.as_bytes(), &buffer)));
 }
 
+/// A stream's decoder shares the key set of consecutive bodies that name the same keys, and
+/// decodes any other set (a different one, or one not sorted as a set encodes) on its own.
+#[test]
+fn a_stream_shares_the_key_set_of_bodies_with_the_same_keys() {
+    let pre_accept = |t: u64, keys: Keys| {
+        envelope_to_proto(sample(Message::PreAccept(PreAccept {
+            t0: T0(Timestamp::new(t, 0, 1)),
+            body: TxBody {
+                id: u128::from(t),
+                keys,
+                payload: bytes::Bytes::from_static(b"p"),
+            },
+        })))
+    };
+    let key_set = |envelope: Envelope| match envelope.message {
+        Message::PreAccept(PreAccept {
+            body: TxBody {
+                keys: Keys::Set(set),
+                ..
+            },
+            ..
+        }) => set,
+        other => panic!("a PreAccept with a key set, not {other:?}"),
+    };
+    let mut decoder = Decoder::default();
+    let mut decode = |envelope| key_set(decoder.envelope(envelope).expect("valid"));
+    let hot = || Keys::set(["hot", "second"]);
+    let first = decode(pre_accept(1, hot()));
+    let second = decode(pre_accept(2, hot()));
+    assert!(
+        std::ptr::eq(first.as_ptr(), second.as_ptr()),
+        "the same keys share one set"
+    );
+    // The same keys, but not in the sorted order a set encodes in: decoded (and sorted) on
+    // their own, equal to the remembered set as a set, never taken for it element by element.
+    let mut unsorted = pre_accept(3, Keys::single("x"));
+    if let Some(proto::envelope::Message::PreAccept(m)) = &mut unsorted.message {
+        if let Some(proto::Keys {
+            kind: Some(proto::keys::Kind::Set(set)),
+        }) = m.body.as_mut().and_then(|body| body.keys.as_mut())
+        {
+            set.keys = vec![
+                bytes::Bytes::from_static(b"second"),
+                bytes::Bytes::from_static(b"hot"),
+            ];
+        }
+    }
+    let reordered = decode(unsorted);
+    assert_eq!(reordered, second);
+    assert!(!std::ptr::eq(reordered.as_ptr(), second.as_ptr()));
+    let other = decode(pre_accept(4, Keys::single("cold")));
+    assert_eq!(other.len(), 1);
+    assert!(!std::ptr::eq(other.as_ptr(), reordered.as_ptr()));
+    let again = decode(pre_accept(5, Keys::single("cold")));
+    assert!(std::ptr::eq(other.as_ptr(), again.as_ptr()));
+}
+
 fn decode_error(envelope: proto::Envelope) -> String {
     match envelope_from_proto(envelope) {
         Err(SyneviError::Decode { what, reason }) => {
