@@ -157,7 +157,10 @@ fn workload(nodes: u16, per_node: u64) -> Vec<(usize, TestTx)> {
     txs
 }
 
-async fn start_cluster(n: u16) -> (Vec<GrpcNode>, Vec<Arc<Recorder>>, Vec<GrpcNetwork>) {
+async fn start_cluster(
+    n: u16,
+    config: synevi::Config,
+) -> (Vec<GrpcNode>, Vec<Arc<Recorder>>, Vec<GrpcNetwork>) {
     let ids: Vec<Ulid> = (0..n).map(|_| Ulid::new()).collect();
     let mut nodes = Vec::new();
     let mut recorders = Vec::new();
@@ -177,7 +180,7 @@ async fn start_cluster(n: u16) -> (Vec<GrpcNode>, Vec<Arc<Recorder>>, Vec<GrpcNe
             network.clone(),
             recorder.clone(),
             MemStore::new(serial).expect("memory store"),
-            config(),
+            config.clone(),
         )
         .await
         .expect("node starts");
@@ -205,8 +208,12 @@ async fn start_cluster(n: u16) -> (Vec<GrpcNode>, Vec<Arc<Recorder>>, Vec<GrpcNe
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn run_cluster(n: u16, per_node: u64) {
+    run_cluster_with(n, per_node, config()).await;
+}
+
+async fn run_cluster_with(n: u16, per_node: u64, config: synevi::Config) {
     let _alone = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (nodes, recorders, networks) = start_cluster(n).await;
+    let (nodes, recorders, networks) = start_cluster(n, config).await;
     let txs = workload(n, per_node);
     let total = txs.len();
     assert!(total >= 1_000);
@@ -322,4 +329,15 @@ async fn three_nodes_over_grpc_order_concurrent_transactions_identically() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_over_grpc_order_concurrent_transactions_identically() {
     run_cluster(5, 240).await;
+}
+
+/// The other placement of the network's tasks: on the application's runtime, beside a core
+/// thread that looks for input before it sleeps (the default puts them on the core's thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_their_networks_on_the_applications_runtime_order_identically() {
+    let config = synevi::Config {
+        network_on_core_thread: false,
+        ..config()
+    };
+    run_cluster_with(3, 400, config).await;
 }

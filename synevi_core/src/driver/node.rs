@@ -134,7 +134,8 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
         let (status_sender, status) = watch::channel(NodeStatus::default());
         let clock = DriverClock::new();
         let payload_bytes_max = config.payload_bytes_max;
-        let tasks = workers::spawn(workers::Workers {
+        let network_on_core_thread = config.network_on_core_thread;
+        let (tasks, core_runtime) = workers::spawn(workers::Workers {
             core,
             clock,
             config,
@@ -146,7 +147,21 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
             executor,
             status: status_sender,
         });
-        network.start(inbox.clone()).await?;
+        // `Config::network_on_core_thread`: the network's tasks are spawned on the runtime
+        // `start` runs on. Without the core's runtime (it could not be built; the core logged
+        // why), the network starts here.
+        match core_runtime.await {
+            Ok(runtime) if network_on_core_thread => {
+                let (network, inbox) = (Arc::clone(&network), inbox.clone());
+                runtime
+                    .spawn(async move { network.start(inbox).await })
+                    .await
+                    .map_err(|error| {
+                        SyneviError::Network(format!("starting the network failed: {error}"))
+                    })??;
+            }
+            _ => network.start(inbox.clone()).await?,
+        }
         Ok(Node {
             inner: Arc::new(Inner {
                 id,

@@ -175,7 +175,10 @@ struct StoreFailed;
 
 pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     workers: Workers<N, E, S>,
-) -> Vec<JoinHandle<()>> {
+) -> (
+    Vec<JoinHandle<()>>,
+    oneshot::Receiver<tokio::runtime::Handle>,
+) {
     let (jobs, jobs_receiver) = mpsc::unbounded_channel::<Job<E>>();
     let store = workers.store;
     let network = workers.network;
@@ -217,7 +220,12 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         core: workers.core,
         clock: workers.clock,
         batch_inputs_max: workers.config.batch_inputs_max,
-        idle_spin: Duration::from_micros(workers.config.idle_spin_us),
+        // Looking for input on the thread would keep a network that shares it from running.
+        idle_spin: if workers.config.network_on_core_thread {
+            Duration::ZERO
+        } else {
+            Duration::from_micros(workers.config.idle_spin_us)
+        },
         commands: workers.commands,
         inbound: workers.inbound,
         sink,
@@ -229,19 +237,25 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         batch: Vec::new(),
     };
     let drain_ms = workers.config.transaction_timeout_ms;
+    let (handle_sender, handle) = oneshot::channel();
     // The core gets a thread of its own: under load it is the busiest worker, and on the
     // application's runtime it would starve the network's I/O tasks, delaying messages past
-    // the protocol's timeouts (seen with 5 nodes over gRPC on 2 cores).
+    // the protocol's timeouts (seen with 5 nodes over gRPC on 2 cores). Its runtime has an
+    // I/O driver for the network that `Config::network_on_core_thread` starts on it; the
+    // handle goes back to `Node::with_config` for that.
     let core = tokio::task::spawn_blocking(move || {
         match tokio::runtime::Builder::new_current_thread()
-            .enable_time()
+            .enable_all()
             .build()
         {
-            Ok(runtime) => runtime.block_on(core_loop(state, Duration::from_millis(drain_ms))),
+            Ok(runtime) => {
+                let _ = handle_sender.send(runtime.handle().clone());
+                runtime.block_on(core_loop(state, Duration::from_millis(drain_ms)))
+            }
             Err(error) => tracing::error!(%error, "cannot start the core's runtime"),
         }
     });
-    vec![core, persister, executor]
+    (vec![core, persister, executor], handle)
 }
 
 struct CoreLoop<E: Executor> {

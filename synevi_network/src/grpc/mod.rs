@@ -50,6 +50,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// Cancelled by `shutdown`; every task and stream of the network ends with it.
     cancel: CancellationToken,
+    /// The runtime `start` ran on: the server's tasks run there, and so do the peers'
+    /// (`add_member` may be called from anywhere; a node starts its network on its core's
+    /// thread, `Config::network_on_core_thread`).
+    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Shared {
@@ -171,6 +175,7 @@ impl GrpcNetwork {
                 peers: RwLock::new(HashMap::new()),
                 counters: Arc::new(Counters::default()),
                 cancel: CancellationToken::new(),
+                runtime: std::sync::OnceLock::new(),
             }),
             socket_addr,
             public_url,
@@ -311,6 +316,7 @@ impl Network for GrpcNetwork {
         })?;
         // Set once: a network starts at most once (checked above).
         let _ = self.local_addr.set(local_addr);
+        let _ = self.shared.runtime.set(tokio::runtime::Handle::current());
 
         let receiver = server::Receiver {
             shared: self.shared.clone(),
@@ -368,7 +374,11 @@ impl Network for GrpcNetwork {
             own_serial: self.shared.serial,
             own_node_id: self.shared.node_id,
         };
-        let handle = peer::spawn(context, self.shared.cancel.child_token());
+        let handle = peer::spawn(
+            context,
+            self.shared.cancel.child_token(),
+            self.shared.runtime.get(),
+        );
         peers.insert(member.serial, handle);
         Ok(())
     }

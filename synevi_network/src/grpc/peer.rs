@@ -51,8 +51,13 @@ pub(crate) struct PeerContext {
     pub(crate) own_node_id: Ulid,
 }
 
-/// Creates the peer's queue and starts its task.
-pub(crate) fn spawn(context: PeerContext, cancel: CancellationToken) -> PeerHandle {
+/// Creates the peer's queue and starts its task, on `runtime` if given (the network's, see
+/// `Shared::runtime`), else on the caller's.
+pub(crate) fn spawn(
+    context: PeerContext,
+    cancel: CancellationToken,
+    runtime: Option<&tokio::runtime::Handle>,
+) -> PeerHandle {
     let (queue, receiver) = mpsc::channel(context.config.queue_envelopes_max);
     let member = context.member.clone();
     let outbox = Outbox {
@@ -63,7 +68,10 @@ pub(crate) fn spawn(context: PeerContext, cancel: CancellationToken) -> PeerHand
         counters: context.counters.clone(),
         peer: context.member.serial,
     };
-    let task = tokio::spawn(run(context, outbox, cancel.clone()));
+    let task = match runtime {
+        Some(runtime) => runtime.spawn(run(context, outbox, cancel.clone())),
+        None => tokio::spawn(run(context, outbox, cancel.clone())),
+    };
     PeerHandle {
         member,
         queue,
