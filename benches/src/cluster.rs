@@ -205,6 +205,13 @@ impl Network for BenchNetwork {
             Transport::Local(network) => network.shutdown().await,
         }
     }
+
+    fn runs_tasks(&self) -> bool {
+        match &self.transport {
+            Transport::Grpc(network) => network.runs_tasks(),
+            Transport::Local(network) => network.runs_tasks(),
+        }
+    }
 }
 
 /// Either store, so that every cluster has one node type.

@@ -67,9 +67,9 @@ pub struct Config {
     /// for such a wake-up; an answer that arrives while the thread still looks is taken at
     /// once. The thread yields the CPU between looks, so other threads run meanwhile; it
     /// costs at most this much CPU per round, and nothing once the node is idle or busy.
-    /// `0` turns it off. Not used by the simulator, which has no threads, nor when the
-    /// network runs on the core's thread ([`Config::network_on_core_thread`]): looking
-    /// would then keep the network's own tasks from running.
+    /// `0` turns it off. Not used by the simulator, which has no threads, nor when a
+    /// network with tasks of its own (`Network::runs_tasks`: gRPC) runs on the core's
+    /// thread ([`Config::network_on_core_thread`]): looking would keep them from running.
     pub idle_spin_us: u64,
     /// Whether the node starts its network on its core's thread, so that the network's
     /// tasks (for gRPC: the server, the connections, one sender per peer) run beside the

@@ -386,8 +386,12 @@ impl Core {
         debug_assert!(!self.txs.contains_key(&t0), "the clock issued {t0:?} twice");
         self.stats.submitted += 1;
         self.clients.insert(t0, now.monotonic_ms);
+        // One millisecond more than the timeout: `Now` counts whole milliseconds, rounded
+        // down, so a submission at 10.9 ms is at 10 and a deadline of 10 + timeout could
+        // pass up to a millisecond early on a tick that came for something else. A client
+        // never times out before the configured duration really passed.
         self.set_timer(
-            now.monotonic_ms + self.config.transaction_timeout_ms,
+            now.monotonic_ms + self.config.transaction_timeout_ms + 1,
             t0,
             Timer::ClientDeadline,
         );

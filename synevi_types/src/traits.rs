@@ -163,4 +163,12 @@ pub trait Network: Send + Sync + 'static {
 
     /// Stops sending and receiving.
     async fn shutdown(&self);
+
+    /// Whether the network runs tasks of its own (a server, connections) on the runtime
+    /// `start` is called on. A node that starts such a network on its core's thread
+    /// (`Config::network_on_core_thread`) keeps that thread from looking for input before
+    /// it sleeps, which would keep those tasks from running. In-process channels run none.
+    fn runs_tasks(&self) -> bool {
+        false
+    }
 }

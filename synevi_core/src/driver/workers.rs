@@ -182,6 +182,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     let (jobs, jobs_receiver) = mpsc::unbounded_channel::<Job<E>>();
     let store = workers.store;
     let network = workers.network;
+    let network_runs_tasks = network.runs_tasks();
     let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let holding = Arc::new(AtomicUsize::new(0));
@@ -221,7 +222,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         clock: workers.clock,
         batch_inputs_max: workers.config.batch_inputs_max,
         // Looking for input on the thread would keep a network that shares it from running.
-        idle_spin: if workers.config.network_on_core_thread {
+        idle_spin: if workers.config.network_on_core_thread && network_runs_tasks {
             Duration::ZERO
         } else {
             Duration::from_micros(workers.config.idle_spin_us)
@@ -311,9 +312,10 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
                 return;
             }
         }
-        // The core counts whole milliseconds and an input's time is rounded down, so waking
-        // one millisecond after the due tick guarantees that at least the configured
-        // duration really passed (a client's timeout is never early).
+        // The core counts whole milliseconds and an input's time is rounded down: waking at
+        // the due millisecond's end makes sure the clock shows it when the core looks. (That
+        // a client's timeout is never early the core makes sure of itself: a tick may come
+        // early for another reason.)
         let deadline = state
             .core
             .next_deadline()

@@ -454,6 +454,10 @@ impl Network for GrpcNetwork {
         }
         tracing::info!(serial = self.shared.serial, "gRPC network shut down");
     }
+
+    fn runs_tasks(&self) -> bool {
+        true
+    }
 }
 
 /// An error with its chain of sources: tonic's transport errors say little at the top
