@@ -1020,3 +1020,42 @@ pub(crate) fn run_quiet_where(cores: &mut [Core], now: Now, keep: impl Fn(&Envel
         deliver(cores, messages, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client waits at least the configured time. `Now` reads whole milliseconds, rounded
+    /// down: a submission read as 10 ms may have come at 10.9, so its deadline must not pass
+    /// on a tick read as 10 + timeout, which may be only timeout − 0.9 ms later.
+    #[test]
+    fn a_clients_deadline_is_never_early() {
+        let config = Config {
+            transaction_timeout_ms: 300,
+            ..Config::default()
+        };
+        let mut cores = cores(3, config);
+        let at = |ms: u64| Now {
+            wall_ms: 1_000 + ms,
+            monotonic_ms: ms,
+        };
+        let body = TxBody {
+            id: 1,
+            keys: Keys::single("k"),
+            payload: synevi_types::Bytes::from_static(b"p"),
+        };
+        // No peer ever hears of it.
+        let t0 = cores[0].submit(at(10), body);
+        let _ = cores[0].take_ready();
+        cores[0].tick(at(310));
+        assert!(cores[0].take_ready().replies.is_empty(), "early");
+        cores[0].tick(at(311));
+        let failed: Vec<T0> = cores[0]
+            .take_ready()
+            .replies
+            .into_iter()
+            .map(|reply| reply.t0)
+            .collect();
+        assert_eq!(failed, [t0]);
+    }
+}

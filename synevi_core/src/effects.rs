@@ -90,5 +90,9 @@ pub struct Now {
     /// step backwards.
     pub wall_ms: u64,
     /// Monotonic milliseconds since an arbitrary origin; drives timers. Never steps back.
+    /// Whole milliseconds, rounded down (the driver's `DriverClock`): a reading may be up
+    /// to a millisecond behind real time, so a duration measured between two readings may
+    /// be up to a millisecond short of the real one, and a deadline that must not come
+    /// early (a client's) adds one.
     pub monotonic_ms: u64,
 }

@@ -317,13 +317,20 @@ mod tests {
             .collect()
     }
 
+    /// Node 1 coordinates `X` and then `Y` on one key, and every node decides both: `Y`
+    /// depends on `X` (node 2's record says so). Returns `(X, Y)`.
+    fn decided_pair(cores: &mut [Core]) -> (T0, T0) {
+        let x = cores[0].submit(NOW, hot(1));
+        let y = cores[0].submit(NOW, hot(2));
+        run_quiet(cores, NOW);
+        assert_eq!(cores[1].txs[&y].record.deps.as_slice(), &[x]);
+        (x, y)
+    }
+
     #[test]
     fn members_acknowledge_commits_that_have_deps_to_their_home() {
         let mut cores = three_cores(Config::default());
-        let x = cores[0].submit(NOW, hot(1));
-        let y = cores[0].submit(NOW, hot(2));
-        run_quiet(&mut cores, NOW);
-        assert_eq!(cores[1].txs[&y].record.deps.as_slice(), &[x]);
+        let (x, y) = decided_pair(&mut cores);
         let acks: Vec<Applied> = acks_sent(&mut cores[1], LATER)
             .into_iter()
             .filter_map(|(to, applied)| (to == 1).then_some(applied))
@@ -368,10 +375,7 @@ mod tests {
     #[test]
     fn with_five_voters_members_count_each_others_acknowledgements() {
         let mut cores = crate::core::cores(5, Config::default());
-        let x = cores[0].submit(NOW, hot(1));
-        let y = cores[0].submit(NOW, hot(2));
-        run_quiet(&mut cores, NOW);
-        assert_eq!(cores[1].txs[&y].record.deps.as_slice(), &[x]);
+        let (_, y) = decided_pair(&mut cores);
         // Y has deps: node 3 tells every other member that it holds Y's commit, not only Y's
         // home (its acknowledgements wait for company, or for the hold to end).
         let told: BTreeSet<u16> = acks_sent(&mut cores[2], LATER)
