@@ -43,6 +43,12 @@ def main():
             f"| gRPC, {pipe['window']} in flight | {pipe['messages_per_s']:.0f} messages/s, "
             f"{pipe['cpu_per_message_us']:.1f} µs CPU per message |"
         )
+        fan = floor.get("grpc_fan_out")
+        if fan:
+            print(
+                f"| gRPC fan-out to {fan['peers']} peers, 1 at a time | answer {fan['answers_awaited']} "
+                f"of {fan['peers']}: p50 {fan['latency']['p50_us']} µs, p99 {fan['latency']['p99_us']} µs |"
+            )
         print(
             f"| LMDB synced commit | p50 {lmdb['latency']['p50_us']} µs, "
             f"p99 {lmdb['latency']['p99_us']} µs, {lmdb['commits_per_s']:.0f} commits/s |"

@@ -3,6 +3,9 @@
 //! - A bare gRPC round trip between two of the harness's `GrpcNetwork`s (one echoes what it
 //!   receives), one message at a time (latency) and with many in flight (messages/s). The
 //!   protocol's fast path is one such round trip plus the nodes' own work.
+//! - A fan-out over gRPC as a 5-node fast path makes it: one network sends to four that echo,
+//!   and waits for the third answer (with its own vote, the fast quorum of 4 of 5). The
+//!   network part of that fast path on this machine, without any of the protocol's work.
 //! - A synced LMDB commit of a small [`WriteBatch`] through [`LmdbStore`]'s `Store::commit`:
 //!   the durability every protocol step waits for, at most this often per node per second.
 
@@ -34,9 +37,17 @@ pub struct FloorCounts {
     pub ping_pongs: u64,
     /// Round trips with [`PIPELINE_WINDOW`] in flight.
     pub pipelined: u64,
+    /// Sequential fan-outs to [`FAN_OUT_PEERS`].
+    pub fan_outs: u64,
     /// Sequential LMDB commits.
     pub lmdb_commits: u64,
 }
+
+/// Peers a fan-out goes to: the others of a 5-node cluster.
+pub const FAN_OUT_PEERS: u16 = 4;
+
+/// Answers a fan-out waits for: the fast quorum of 5 nodes (4) less the sender's own vote.
+pub const FAN_OUT_ANSWERS: usize = 3;
 
 /// Round trips in flight in the pipelined gRPC measurement.
 pub const PIPELINE_WINDOW: u64 = 256;
@@ -67,6 +78,21 @@ pub struct Pipelined {
     pub cpu_per_message_us: f64,
 }
 
+/// Sequential fan-outs over gRPC: one message to each peer, timed to the answer a fast
+/// quorum needs.
+#[derive(Clone, Debug, Serialize)]
+pub struct FanOut {
+    /// Peers each fan-out goes to.
+    pub peers: u16,
+    /// Which answer is timed (the third of four: a 5-node fast quorum with the sender's own
+    /// vote).
+    pub answers_awaited: usize,
+    /// Fan-outs measured; each waits for every answer before the next one starts.
+    pub fan_outs: u64,
+    /// From sending the first message to the awaited answer.
+    pub latency: Latency,
+}
+
 /// Sequential synced LMDB commits.
 #[derive(Clone, Debug, Serialize)]
 pub struct LmdbCommit {
@@ -85,6 +111,8 @@ pub struct Floor {
     pub grpc_ping_pong: PingPong,
     /// gRPC, many messages in flight.
     pub grpc_pipelined: Pipelined,
+    /// gRPC, one message to each of [`FAN_OUT_PEERS`] at a time, to the fast quorum's answer.
+    pub grpc_fan_out: FanOut,
     /// LMDB, one synced commit at a time.
     pub lmdb_commit: LmdbCommit,
     /// With `--rounds`: every round's bare gRPC round trip (p50, µs), in the order they
@@ -99,15 +127,20 @@ pub async fn measure(
     data_dir: &Path,
     progress: &ProgressBar,
 ) -> anyhow::Result<Floor> {
-    progress.set_length(counts.ping_pongs + counts.pipelined + counts.lmdb_commits);
-    let pair = EchoPair::start().await?;
+    progress
+        .set_length(counts.ping_pongs + counts.pipelined + counts.fan_outs + counts.lmdb_commits);
+    let pair = EchoGroup::start(1).await?;
     let grpc_ping_pong = pair.ping_pong(counts.ping_pongs, progress).await?;
     let grpc_pipelined = pair.pipelined(counts.pipelined, progress).await?;
     pair.shutdown().await;
+    let group = EchoGroup::start(FAN_OUT_PEERS).await?;
+    let grpc_fan_out = group.fan_out(counts.fan_outs, progress).await?;
+    group.shutdown().await;
     let lmdb_commit = lmdb_commits(counts.lmdb_commits, data_dir, progress).await?;
     Ok(Floor {
         grpc_ping_pong,
         grpc_pipelined,
+        grpc_fan_out,
         lmdb_commit,
         rounds_round_trip_p50_us: Vec::new(),
     })
@@ -122,7 +155,7 @@ impl Inbox for Forward {
     }
 }
 
-/// Node 2 sends back whatever it receives.
+/// Nodes 2 and up send back whatever they receive.
 struct Echo(GrpcNetwork);
 
 impl Inbox for Echo {
@@ -136,65 +169,78 @@ impl Inbox for Echo {
     }
 }
 
-/// Two gRPC networks on 127.0.0.1: node 1 measures, node 2 echoes.
-struct EchoPair {
+/// gRPC networks on 127.0.0.1: node 1 measures, nodes 2 and up echo.
+struct EchoGroup {
     one: GrpcNetwork,
-    two: GrpcNetwork,
+    echoes: Vec<GrpcNetwork>,
     replies: tokio::sync::Mutex<mpsc::UnboundedReceiver<Envelope>>,
 }
 
 /// How long a round trip may take before the floor gives up: the link is broken.
 const REPLY_PATIENCE: Duration = Duration::from_secs(10);
 
-impl EchoPair {
-    async fn start() -> anyhow::Result<EchoPair> {
+impl EchoGroup {
+    /// Node 1 and `echoes` nodes that echo, node 1 a member of each (and each of node 1).
+    async fn start(echoes: u16) -> anyhow::Result<EchoGroup> {
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
-        let (ids, serials) = ([Ulid::new(), Ulid::new()], [1u16, 2u16]);
-        let one = GrpcNetwork::new(any_port, String::new(), ids[0], serials[0]);
-        let two = GrpcNetwork::new(any_port, String::new(), ids[1], serials[1]);
+        let id_one = Ulid::new();
+        let one = GrpcNetwork::new(any_port, String::new(), id_one, 1);
         let (sender, replies) = mpsc::unbounded_channel();
         one.start(Arc::new(Forward(sender)))
             .await
             .context("floor: gRPC network 1 could not start on 127.0.0.1")?;
-        two.start(Arc::new(Echo(two.clone())))
-            .await
-            .context("floor: gRPC network 2 could not start on 127.0.0.1")?;
         let url = |network: &GrpcNetwork| -> anyhow::Result<String> {
             let addr = network
                 .local_addr()
                 .context("a started gRPC network has no address")?;
             Ok(format!("http://{addr}"))
         };
-        one.add_member(Member {
-            node_id: ids[1],
-            serial: serials[1],
-            host: url(&two)?,
-        })
-        .await
-        .context("floor: network 1 could not add network 2")?;
-        two.add_member(Member {
-            node_id: ids[0],
-            serial: serials[0],
-            host: url(&one)?,
-        })
-        .await
-        .context("floor: network 2 could not add network 1")?;
-        let pair = EchoPair {
+        let mut group = EchoGroup {
             one,
-            two,
+            echoes: Vec::new(),
             replies: tokio::sync::Mutex::new(replies),
         };
+        for serial in 2..=echoes + 1 {
+            let id = Ulid::new();
+            let echo = GrpcNetwork::new(any_port, String::new(), id, serial);
+            echo.start(Arc::new(Echo(echo.clone())))
+                .await
+                .with_context(|| {
+                    format!("floor: gRPC network {serial} could not start on 127.0.0.1")
+                })?;
+            group
+                .one
+                .add_member(Member {
+                    node_id: id,
+                    serial,
+                    host: url(&echo)?,
+                })
+                .await
+                .with_context(|| format!("floor: network 1 could not add network {serial}"))?;
+            echo.add_member(Member {
+                node_id: id_one,
+                serial: 1,
+                host: url(&group.one)?,
+            })
+            .await
+            .with_context(|| format!("floor: network {serial} could not add network 1"))?;
+            group.echoes.push(echo);
+        }
         // Connections are made on first use: warm them up.
         for sequence in 0..100 {
-            pair.round_trip(sequence).await?;
+            group.send_to_all(sequence);
+            for _ in 0..echoes {
+                group.receive().await?;
+            }
         }
-        Ok(pair)
+        Ok(group)
     }
 
-    fn ping(sequence: u64) -> Envelope {
+    /// A small message to node `to`, as a node's acknowledgements look.
+    fn ping(sequence: u64, to: u16) -> Envelope {
         Envelope {
             from: 1,
-            to: 2,
+            to,
             message: Message::Applied(Applied {
                 t0s: vec![T0(Timestamp::new(sequence, 0, 1))],
                 committed: Vec::new(),
@@ -202,6 +248,17 @@ impl EchoPair {
             // As a node's messages do: the batch carries its sender's clock.
             clock: Timestamp::new(sequence, 0, 1),
         }
+    }
+
+    /// Sends `sequence` to every echoing node.
+    fn send_to_all(&self, sequence: u64) {
+        for serial in 2..=self.echo_count() + 1 {
+            self.one.send(EchoGroup::ping(sequence, serial));
+        }
+    }
+
+    fn echo_count(&self) -> u16 {
+        u16::try_from(self.echoes.len()).unwrap_or(u16::MAX)
     }
 
     async fn receive(&self) -> anyhow::Result<()> {
@@ -217,8 +274,34 @@ impl EchoPair {
     }
 
     async fn round_trip(&self, sequence: u64) -> anyhow::Result<()> {
-        self.one.send(EchoPair::ping(sequence));
+        self.one.send(EchoGroup::ping(sequence, 2));
         self.receive().await
+    }
+
+    /// One message to each echoing node at a time, timed to the [`FAN_OUT_ANSWERS`]th
+    /// answer; the next goes once every answer came.
+    async fn fan_out(&self, count: u64, progress: &ProgressBar) -> anyhow::Result<FanOut> {
+        let echoes = usize::from(self.echo_count());
+        let awaited = FAN_OUT_ANSWERS.min(echoes);
+        let mut histogram = latency_histogram();
+        for sequence in 0..count {
+            let sent = Instant::now();
+            self.send_to_all(sequence);
+            for answer in 1..=echoes {
+                self.receive().await?;
+                if answer == awaited {
+                    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                    histogram.saturating_record(micros.max(1));
+                }
+            }
+            progress.inc(1);
+        }
+        Ok(FanOut {
+            peers: self.echo_count(),
+            answers_awaited: awaited,
+            fan_outs: count,
+            latency: Latency::of(&histogram),
+        })
     }
 
     async fn ping_pong(&self, count: u64, progress: &ProgressBar) -> anyhow::Result<PingPong> {
@@ -245,14 +328,14 @@ impl EchoPair {
         let started = Instant::now();
         let mut sent = 0;
         while sent < count.min(PIPELINE_WINDOW) {
-            self.one.send(EchoPair::ping(sent));
+            self.one.send(EchoGroup::ping(sent, 2));
             sent += 1;
         }
         for _ in 0..count {
             self.receive().await?;
             progress.inc(1);
             if sent < count {
-                self.one.send(EchoPair::ping(sent));
+                self.one.send(EchoGroup::ping(sent, 2));
                 sent += 1;
             }
         }
@@ -268,7 +351,9 @@ impl EchoPair {
 
     async fn shutdown(self) {
         self.one.shutdown().await;
-        self.two.shutdown().await;
+        for echo in self.echoes {
+            echo.shutdown().await;
+        }
     }
 }
 

@@ -56,12 +56,14 @@ impl Settings {
             FloorCounts {
                 ping_pongs: 1_000,
                 pipelined: 20_000,
+                fan_outs: 1_000,
                 lmdb_commits: 200,
             }
         } else {
             FloorCounts {
                 ping_pongs: 10_000,
                 pipelined: 200_000,
+                fan_outs: 10_000,
                 lmdb_commits: 2_000,
             }
         }

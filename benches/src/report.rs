@@ -94,6 +94,12 @@ impl Report {
                 "  gRPC, {} in flight:            {:.0} messages/s, {:.1} µs CPU per message",
                 piped.window, piped.messages_per_s, piped.cpu_per_message_us
             );
+            let fan = &floor.grpc_fan_out;
+            let _ = writeln!(
+                out,
+                "  gRPC fan-out to {} peers:        answer {} of {}: p50 {} µs, p99 {} µs",
+                fan.peers, fan.answers_awaited, fan.peers, fan.latency.p50_us, fan.latency.p99_us
+            );
             let lmdb = &floor.lmdb_commit;
             let _ = writeln!(
                 out,

@@ -118,6 +118,17 @@ pub fn evaluate(
         let uncontended = find(results, nodes, StoreKind::Mem, KeyMode::Disjoint, 1)
             .filter(|r| r.network == NetworkKind::Grpc);
         let round_trip = floor.map(|floor| floor.grpc_ping_pong.latency.p50_us);
+        // With as many peers as the fan-out floor has, what its network part alone costs.
+        let fan_out = floor
+            .map(|floor| &floor.grpc_fan_out)
+            .filter(|fan| u32::from(fan.peers) + 1 == u32::from(nodes))
+            .map(|fan| {
+                format!(
+                    "; fan-out to {} peers, answer {}: p50 {} µs",
+                    fan.peers, fan.answers_awaited, fan.latency.p50_us
+                )
+            })
+            .unwrap_or_default();
         let ratio = match (uncontended, round_trip) {
             (Some(result), Some(rtt)) if rtt > 0 => Some(result.latency.p50_us as f64 / rtt as f64),
             _ => None,
@@ -128,7 +139,7 @@ pub fn evaluate(
             requirement: format!("<= {LATENCY_ROUND_TRIPS_MAX}"),
             verdict: verdict(ratio, |r| r <= LATENCY_ROUND_TRIPS_MAX),
             detail: format!(
-                "p50 {} µs, round trip p50 {} µs",
+                "p50 {} µs, round trip p50 {} µs{fan_out}",
                 uncontended.map_or("-".into(), |r| r.latency.p50_us.to_string()),
                 round_trip.map_or("-".into(), |rtt| rtt.to_string())
             ),
