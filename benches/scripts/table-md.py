@@ -12,6 +12,12 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
+def stolen_cell(workload):
+    """The stolen-time column's cell: the host's share for other guests, or a dash."""
+    share = workload.get("stolen_share")
+    return "– | " if share is None else f"{100 * share:.0f} | "
+
+
 def main():
     report = json.load(open(sys.argv[1]))
     machine = report["machine"]
@@ -53,16 +59,25 @@ def main():
             f"| LMDB synced commit | p50 {lmdb['latency']['p50_us']} µs, "
             f"p99 {lmdb['latency']['p99_us']} µs, {lmdb['commits_per_s']:.0f} commits/s |"
         )
+        if floor.get("stolen_share") is not None:
+            print(f"| CPU time stolen by the host meanwhile | {100 * floor['stolen_share']:.0f} % |")
         print()
     # With --rounds, each row is the round with the median throughput; the others' range
     # gets a column of its own.
     rounds = any(w.get("rounds_tps") for w in report["workloads"])
+    # Reports from before the harness read stolen time have no such column.
+    stolen = any(w.get("stolen_share") is not None for w in report["workloads"])
     print(
         "| workload | store | keys | in flight | txns | txns/s | "
         + ("rounds' txns/s | " if rounds else "")
-        + "p50 ms | p99 ms | max ms | CPU µs/txn | CPU % | fast % | msgs/txn |"
+        + "p50 ms | p99 ms | max ms | CPU µs/txn | CPU % | "
+        + ("stolen % | " if stolen else "")
+        + "fast % | msgs/txn |"
     )
-    print("|---|---|---|--:|--:|--:|" + ("--:|" if rounds else "") + "--:|--:|--:|--:|--:|--:|--:|")
+    print(
+        "|---|---|---|--:|--:|--:|" + ("--:|" if rounds else "") + "--:|--:|--:|--:|--:|"
+        + ("--:|" if stolen else "") + "--:|--:|"
+    )
     for w in report["workloads"]:
         lat = w["latency"]
         spread = ""
@@ -73,7 +88,8 @@ def main():
             f"| {w['name']} | {w['store']} | {w['keys']} | {w['concurrency']} | "
             f"{w['committed']} | {w['throughput_tps']:.0f} | {spread}{ms(lat['p50_us'])} | "
             f"{ms(lat['p99_us'])} | {ms(lat['max_us'])} | {w['cpu_per_txn_us']:.0f} | "
-            f"{100 * w['cpu_utilisation']:.0f} | {100 * w['fast_path_share']:.0f} | "
+            f"{100 * w['cpu_utilisation']:.0f} | {stolen_cell(w) if stolen else ''}"
+            f"{100 * w['fast_path_share']:.0f} | "
             f"{w['messages_per_txn']:.1f} |"
         )
     print()

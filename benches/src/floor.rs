@@ -115,6 +115,10 @@ pub struct Floor {
     pub grpc_fan_out: FanOut,
     /// LMDB, one synced commit at a time.
     pub lmdb_commit: LmdbCommit,
+    /// Of the time the machine's CPUs had work while the floor was measured, the share the
+    /// host gave to other guests (`machine::stolen_share`).
+    #[serde(default)]
+    pub stolen_share: Option<f64>,
     /// With `--rounds`: every round's bare gRPC round trip (p50, µs), in the order they
     /// ran; this floor is the round with the median one. Empty for a run of one round.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -129,6 +133,7 @@ pub async fn measure(
 ) -> anyhow::Result<Floor> {
     progress
         .set_length(counts.ping_pongs + counts.pipelined + counts.fan_outs + counts.lmdb_commits);
+    let ticks_before = crate::machine::cpu_ticks();
     let pair = EchoGroup::start(1).await?;
     let grpc_ping_pong = pair.ping_pong(counts.ping_pongs, progress).await?;
     let grpc_pipelined = pair.pipelined(counts.pipelined, progress).await?;
@@ -137,11 +142,13 @@ pub async fn measure(
     let grpc_fan_out = group.fan_out(counts.fan_outs, progress).await?;
     group.shutdown().await;
     let lmdb_commit = lmdb_commits(counts.lmdb_commits, data_dir, progress).await?;
+    let stolen_share = crate::machine::stolen_share(ticks_before, crate::machine::cpu_ticks());
     Ok(Floor {
         grpc_ping_pong,
         grpc_pipelined,
         grpc_fan_out,
         lmdb_commit,
+        stolen_share,
         rounds_round_trip_p50_us: Vec::new(),
     })
 }

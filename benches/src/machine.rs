@@ -91,6 +91,43 @@ pub fn load_average() -> Option<[f64; 3]> {
     ])
 }
 
+/// The machine's CPU time so far, all cores, from the `cpu` line of `/proc/stat`, in ticks:
+/// `(stolen, wanted)`. Stolen is time a virtual machine's CPUs had work but the host ran
+/// something else (another guest); wanted is the time they had work: user, nice, system,
+/// interrupts and stolen (not idle, not waiting for I/O). `None` where `/proc/stat` cannot
+/// be read.
+pub fn cpu_ticks() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    ticks_of(&text)
+}
+
+/// The `(stolen, wanted)` ticks of a `/proc/stat` text's `cpu` line.
+fn ticks_of(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|line| line.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let [user, nice, system, _idle, _iowait, irq, softirq, stolen] = fields[..] else {
+        return None;
+    };
+    Some((stolen, user + nice + system + irq + softirq + stolen))
+}
+
+/// Of the time the machine's CPUs had work between two [`cpu_ticks`] readings, the share
+/// the host gave to others; `None` if either reading is missing or nothing ran.
+pub fn stolen_share(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((stolen_before, wanted_before), (stolen_after, wanted_after)) = (before?, after?);
+    let wanted = wanted_after
+        .checked_sub(wanted_before)
+        .filter(|wanted| *wanted > 0)?;
+    Some(stolen_after.saturating_sub(stolen_before) as f64 / wanted as f64)
+}
+
 /// How many CPUs this process may run on.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
@@ -183,6 +220,19 @@ impl Machine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stolen_time_is_read_off_the_cpu_line() {
+        let text = "cpu  100 0 50 800 10 0 20 30 0 0\ncpu0 50 0 25 400 5 0 10 15 0 0\n";
+        // Idle (800) and I/O wait (10) are not time the CPUs had work.
+        assert_eq!(ticks_of(text), Some((30, 200)));
+        assert_eq!(ticks_of("cpu0 1 2 3\n"), None);
+        assert_eq!(ticks_of("cpu  1 2 x 4 5 6 7 8\n"), None);
+        let share = stolen_share(Some((20, 1000)), Some((70, 1500)));
+        assert_eq!(share, Some(0.1));
+        assert_eq!(stolen_share(Some((20, 1000)), Some((20, 1000))), None);
+        assert_eq!(stolen_share(None, Some((20, 1000))), None);
+    }
 
     #[test]
     fn cpu_time_advances_with_work() {

@@ -106,6 +106,13 @@ impl Report {
                 "  LMDB synced commit:             p50 {} µs, p99 {} µs, {:.0} commits/s",
                 lmdb.latency.p50_us, lmdb.latency.p99_us, lmdb.commits_per_s
             );
+            if let Some(share) = floor.stolen_share {
+                let _ = writeln!(
+                    out,
+                    "  (of the time the CPUs had work meanwhile, the host gave {:.0} % to other guests)",
+                    share * 100.0
+                );
+            }
         }
         if !self.workloads.is_empty() {
             let _ = writeln!(out, "\n{}", table(&self.workloads));
@@ -160,7 +167,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>5} {:>6} {:>5} {:>6} {:>4}",
+        "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8} {:>5} {:>4} {:>6} {:>5} {:>6} {:>4}",
         "workload",
         "store",
         "net",
@@ -173,6 +180,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
         "max ms",
         "CPU µs",
         "CPU%",
+        "st%",
         "cs/tx",
         "fast%",
         "msg/tx",
@@ -181,7 +189,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
     for r in results {
         let _ = writeln!(
             out,
-            "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8.0} {:>7.2} {:>7.2} {:>8.1} {:>8.0} {:>5.0} {:>6.1} {:>5.0} {:>6.1} {:>4}",
+            "{:<24} {:>5} {:>4} {:>8} {:>5} {:>7} {:>8.0} {:>7.2} {:>7.2} {:>8.1} {:>8.0} {:>5.0} {:>4} {:>6.1} {:>5.0} {:>6.1} {:>4}",
             r.name,
             r.store.to_string(),
             r.network.to_string(),
@@ -194,6 +202,8 @@ pub fn table(results: &[WorkloadResult]) -> String {
             r.latency.max_us as f64 / 1000.0,
             r.cpu_per_txn_us,
             r.cpu_utilisation * 100.0,
+            r.stolen_share
+                .map_or("-".to_string(), |share| format!("{:.0}", share * 100.0)),
             r.voluntary_switches_per_txn,
             r.fast_path_share * 100.0,
             r.messages_per_txn,
@@ -202,7 +212,8 @@ pub fn table(results: &[WorkloadResult]) -> String {
     }
     out.push_str(
         "(conc: transactions in flight; CPU µs: CPU time per committed transaction, all nodes; \
-         CPU%: of all cores until every node executed everything; cs/tx: voluntary context \
+         CPU%: of all cores until every node executed everything; st%: of the time the CPUs \
+         had work meanwhile, the share the host gave to other guests (stolen); cs/tx: voluntary context \
          switches per transaction, whole process; fast%: fast-path commits; \
          msg/tx: protocol messages sent per transaction, all nodes)",
     );
@@ -222,13 +233,15 @@ pub fn line(r: &WorkloadResult) -> String {
         )
     };
     format!(
-        "{:<24} {:>8.0} txns/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} µs CPU/txn  CPU {:>3.0} %  fast {:>3.0} %  {} errors{}{store}",
+        "{:<24} {:>8.0} txns/s  p50 {:>7.2} ms  p99 {:>7.2} ms  {:>6.0} µs CPU/txn  CPU {:>3.0} %  stolen {} %  fast {:>3.0} %  {} errors{}{store}",
         r.name,
         r.throughput_tps,
         r.latency.p50_us as f64 / 1000.0,
         r.latency.p99_us as f64 / 1000.0,
         r.cpu_per_txn_us,
         r.cpu_utilisation * 100.0,
+        r.stolen_share
+            .map_or("-".to_string(), |share| format!("{:.0}", share * 100.0)),
         r.fast_path_share * 100.0,
         r.errors,
         if r.settled { "" } else { " (NOT SETTLED: a node did not execute everything)" },

@@ -205,6 +205,12 @@ pub struct WorkloadResult {
     /// The machine's 1-minute load average when the workload ended: other work sharing the
     /// cores.
     pub load_average_1m: Option<f64>,
+    /// Of the time the machine's CPUs had work from the first submission until settled, the
+    /// share the host gave to other guests (stolen time, `/proc/stat`): a row measured while
+    /// other guests took much of the host reads slow for reasons outside synevi. `None`
+    /// where not readable.
+    #[serde(default)]
+    pub stolen_share: Option<f64>,
     /// With `--rounds`: the throughput of every round, in the order they ran; this result
     /// is the round with the median throughput. Empty for a run of one round.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -222,6 +228,7 @@ pub async fn run(spec: &WorkloadSpec, progress: &ProgressBar) -> anyhow::Result<
     let counters_before = cluster.counters();
     let kinds_before = cluster.messages_by_kind();
     let usage_before = machine::usage();
+    let ticks_before = machine::cpu_ticks();
     let started = Instant::now();
     let outcome = match &spec.load {
         Load::Clients { clients, txns } => {
@@ -239,6 +246,7 @@ pub async fn run(spec: &WorkloadSpec, progress: &ProgressBar) -> anyhow::Result<
         .await;
     let settle = started.elapsed();
     let usage = machine::usage();
+    let stolen = machine::stolen_share(ticks_before, machine::cpu_ticks());
     let cpu = usage.cpu.saturating_sub(usage_before.cpu);
     let counters = cluster.counters().since(&counters_before);
     let kinds = tally_since(&cluster.messages_by_kind(), &kinds_before);
@@ -246,6 +254,7 @@ pub async fn run(spec: &WorkloadSpec, progress: &ProgressBar) -> anyhow::Result<
 
     let mut result = summarise(spec, outcome, wall, settle, settled, cpu, counters);
     result.messages_by_kind = kinds;
+    result.stolen_share = stolen;
     let per_committed = |count: u64| count as f64 / result.committed.max(1) as f64;
     result.voluntary_switches_per_txn =
         per_committed(usage.voluntary_switches - usage_before.voluntary_switches);
@@ -313,6 +322,7 @@ fn summarise(
         },
         messages_by_kind: BTreeMap::new(),
         load_average_1m: machine::load_average().map(|[one, _, _]| one),
+        stolen_share: None,
         voluntary_switches_per_txn: 0.0,
         involuntary_switches_per_txn: 0.0,
         rounds_tps: Vec::new(),
