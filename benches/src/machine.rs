@@ -115,7 +115,10 @@ fn ticks_of(text: &str) -> Option<(u64, u64)> {
     let [user, nice, system, _idle, _iowait, irq, softirq, stolen] = fields[..] else {
         return None;
     };
-    Some((stolen, user + nice + system + irq + softirq + stolen))
+    let wanted = [user, nice, system, irq, softirq, stolen]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)?;
+    Some((stolen, wanted))
 }
 
 /// Of the time the machine's CPUs had work between two [`cpu_ticks`] readings, the share
@@ -228,6 +231,8 @@ mod tests {
         assert_eq!(ticks_of(text), Some((30, 200)));
         assert_eq!(ticks_of("cpu0 1 2 3\n"), None);
         assert_eq!(ticks_of("cpu  1 2 x 4 5 6 7 8\n"), None);
+        let huge = format!("cpu  {} 0 1 0 0 0 0 0\n", u64::MAX);
+        assert_eq!(ticks_of(&huge), None, "a sum past u64 is no reading");
         let share = stolen_share(Some((20, 1000)), Some((70, 1500)));
         assert_eq!(share, Some(0.1));
         assert_eq!(stolen_share(Some((20, 1000)), Some((20, 1000))), None);

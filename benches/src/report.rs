@@ -202,8 +202,7 @@ pub fn table(results: &[WorkloadResult]) -> String {
             r.latency.max_us as f64 / 1000.0,
             r.cpu_per_txn_us,
             r.cpu_utilisation * 100.0,
-            r.stolen_share
-                .map_or("-".to_string(), |share| format!("{:.0}", share * 100.0)),
+            percent(r.stolen_share),
             r.voluntary_switches_per_txn,
             r.fast_path_share * 100.0,
             r.messages_per_txn,
@@ -218,6 +217,11 @@ pub fn table(results: &[WorkloadResult]) -> String {
          msg/tx: protocol messages sent per transaction, all nodes)",
     );
     out
+}
+
+/// A share as a whole percentage, or a dash where it was not measured.
+fn percent(share: Option<f64>) -> String {
+    share.map_or("-".to_string(), |share| format!("{:.0}", share * 100.0))
 }
 
 /// One line for a finished workload (printed as the run goes).
@@ -240,8 +244,7 @@ pub fn line(r: &WorkloadResult) -> String {
         r.latency.p99_us as f64 / 1000.0,
         r.cpu_per_txn_us,
         r.cpu_utilisation * 100.0,
-        r.stolen_share
-            .map_or("-".to_string(), |share| format!("{:.0}", share * 100.0)),
+        percent(r.stolen_share),
         r.fast_path_share * 100.0,
         r.errors,
         if r.settled { "" } else { " (NOT SETTLED: a node did not execute everything)" },
