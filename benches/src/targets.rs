@@ -288,6 +288,8 @@ fn ratio_of(
     }
 }
 
+/// Both throughputs, and with `--rounds` the ratio in each round: the verdict is the ratio
+/// of the two medians, and the rounds show how far it is a draw.
 fn pair_detail(
     a_name: &str,
     a: Option<&WorkloadResult>,
@@ -296,5 +298,52 @@ fn pair_detail(
 ) -> String {
     let tps =
         |r: Option<&WorkloadResult>| r.map_or("-".into(), |r| format!("{:.0}", r.throughput_tps));
-    format!("{a_name} {} txns/s, {b_name} {} txns/s", tps(a), tps(b))
+    let by_round = match (a, b) {
+        (Some(a), Some(b)) => round_ratios(&a.rounds_tps, &b.rounds_tps),
+        _ => Vec::new(),
+    };
+    let rounds = if by_round.is_empty() {
+        String::new()
+    } else {
+        let ratios: Vec<String> = by_round.iter().map(|r| format!("{r:.2}")).collect();
+        format!(" (by round: {})", ratios.join(", "))
+    };
+    format!(
+        "{a_name} {} txns/s, {b_name} {} txns/s{rounds}",
+        tps(a),
+        tps(b)
+    )
+}
+
+/// Round `i`'s ratio of two workloads' throughputs, for every round both ran (a workload's
+/// round `i` ran in the run's round `i`); empty without rounds or if they differ in number.
+fn round_ratios(numerators: &[f64], denominators: &[f64]) -> Vec<f64> {
+    if numerators.len() != denominators.len() || numerators.len() < 2 {
+        return Vec::new();
+    }
+    numerators
+        .iter()
+        .zip(denominators)
+        .filter(|(_, d)| **d > 0.0)
+        .map(|(n, d)| n / d)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_ratios;
+
+    #[test]
+    fn ratios_are_taken_round_by_round() {
+        assert_eq!(
+            round_ratios(&[10.0, 30.0, 20.0], &[20.0, 30.0, 10.0]),
+            vec![0.5, 1.0, 2.0]
+        );
+        // One round, or rounds that do not pair up, say nothing.
+        assert!(round_ratios(&[10.0], &[20.0]).is_empty());
+        assert!(round_ratios(&[10.0, 20.0], &[20.0]).is_empty());
+        assert!(round_ratios(&[], &[]).is_empty());
+        // A round with nothing to divide by is left out.
+        assert_eq!(round_ratios(&[10.0, 20.0], &[0.0, 40.0]), vec![0.5]);
+    }
 }
