@@ -292,7 +292,7 @@ impl Store for BenchStore {
             Storage::Mem(store) => store.commit(batch),
             Storage::Lmdb(store) => store.commit(batch),
         };
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let micros = crate::workload::elapsed_micros(started);
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.commit_micros.fetch_add(micros, Ordering::Relaxed);
         self.records.fetch_add(

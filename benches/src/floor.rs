@@ -28,7 +28,7 @@ use synevi::Ulid;
 use tokio::sync::mpsc;
 
 use crate::tx::SEED_PAYLOAD;
-use crate::workload::{latency_histogram, Latency};
+use crate::workload::{elapsed_micros, latency_histogram, record_micros, Latency};
 
 /// How many of each measurement to make.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -297,8 +297,7 @@ impl EchoGroup {
             for answer in 1..=echoes {
                 self.receive().await?;
                 if answer == awaited {
-                    let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                    histogram.saturating_record(micros.max(1));
+                    record_micros(&mut histogram, elapsed_micros(sent));
                 }
             }
             progress.inc(1);
@@ -317,8 +316,7 @@ impl EchoGroup {
         for sequence in 0..count {
             let sent = Instant::now();
             self.round_trip(sequence).await?;
-            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-            histogram.saturating_record(micros.max(1));
+            record_micros(&mut histogram, elapsed_micros(sent));
             progress.inc(1);
         }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);
@@ -430,8 +428,7 @@ async fn lmdb_commits(
             store
                 .commit(&batch)
                 .with_context(|| format!("floor: LMDB commit {sequence} failed"))?;
-            let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-            histogram.saturating_record(micros.max(1));
+            record_micros(&mut histogram, elapsed_micros(sent));
             progress.inc(1);
         }
         let seconds = started.elapsed().as_secs_f64().max(1e-9);

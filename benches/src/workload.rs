@@ -141,6 +141,17 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Microseconds since `since` (`u64::MAX` past what a `u64` holds).
+pub fn elapsed_micros(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Records a latency in a [`latency_histogram`]: below its lowest bound as 1 µs, above its
+/// highest as the highest.
+pub fn record_micros(histogram: &mut Histogram<u64>, micros: u64) {
+    histogram.saturating_record(micros.max(1));
+}
+
 /// What one workload measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct WorkloadResult {
@@ -422,10 +433,10 @@ impl Shared {
     fn record(&self, started: Instant, reply: &Result<Result<(), ()>, synevi::SyneviError>) {
         match reply {
             Ok(_) => {
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let micros = elapsed_micros(started);
                 if let Ok(mut histograms) = self.histograms.lock() {
-                    histograms.0.saturating_record(micros.max(1));
-                    histograms.1.saturating_record(micros.max(1));
+                    record_micros(&mut histograms.0, micros);
+                    record_micros(&mut histograms.1, micros);
                 }
                 self.committed.fetch_add(1, Ordering::Relaxed);
             }
