@@ -18,6 +18,16 @@ def stolen_cell(workload):
     return "– | " if share is None else f"{100 * share:.0f} | "
 
 
+def core_placement(report):
+    """Where the nodes' cores ran (`--core`; reports before it had a thread each)."""
+    core = report.get("settings", {}).get("core", "thread")
+    return (
+        "the nodes' cores as tasks of the harness's runtime (`--core runtime`); "
+        if core == "runtime"
+        else "a thread per node's core (`--core thread`); "
+    )
+
+
 def main():
     report = json.load(open(sys.argv[1]))
     machine = report["machine"]
@@ -29,6 +39,7 @@ def main():
         f"Machine: {machine['cpu_model']}, {machine['cores']} cores, "
         f"{machine['memory_mib'] // 1024} GiB, Linux {machine['kernel']}; "
         f"commit `{machine['git_commit']}`; allocator {allocator}; "
+        f"{core_placement(report)}"
         f"load average "
         f"{machine['load_average_at_start'][0]:.2f} at start, "
         f"{report['load_average_at_end'][0]:.2f} at end; "

@@ -48,6 +48,28 @@ impl fmt::Display for NetworkKind {
     }
 }
 
+/// Where each node's core runs (`Config::core_on_own_thread`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CoreSite {
+    /// A task on the harness's runtime (two workers on two cores), beside every other
+    /// node's core and network: a message between two nodes whose tasks run on a worker
+    /// that is awake wakes no thread.
+    Runtime,
+    /// A thread of its own per node, with the node's network on it (the library's
+    /// default): every message between the nodes wakes a thread.
+    Thread,
+}
+
+impl fmt::Display for CoreSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CoreSite::Runtime => "runtime",
+            CoreSite::Thread => "thread",
+        })
+    }
+}
+
 impl fmt::Display for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -335,6 +357,8 @@ pub struct ClusterSpec {
     pub pre_accept_window_ms: u64,
     /// The nodes' `Config::idle_spin_us`.
     pub idle_spin_us: u64,
+    /// Where the nodes' cores run.
+    pub core: CoreSite,
 }
 
 /// A running cluster.
@@ -474,6 +498,7 @@ impl Cluster {
                 replay_events_on_start: false,
                 pre_accept_window_ms: spec.pre_accept_window_ms,
                 idle_spin_us: spec.idle_spin_us,
+                core_on_own_thread: spec.core == CoreSite::Thread,
                 ..Config::default()
             };
             let node =

@@ -37,7 +37,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use synevi_benches::cluster::{NetworkKind, StoreKind};
+use synevi_benches::cluster::{CoreSite, NetworkKind, StoreKind};
 use synevi_benches::floor::{self, Floor};
 use synevi_benches::long_run::{self, LongSpec};
 use synevi_benches::machine::{self, Machine};
@@ -117,6 +117,13 @@ struct Cli {
     /// input before it sleeps; 0 turns it off) [default: the library's default].
     #[arg(long, global = true)]
     idle_spin_us: Option<u64>,
+
+    /// Where each node's core runs: `runtime`, a task on the harness's runtime beside the
+    /// other nodes' (`Config::core_on_own_thread` off; what several nodes in one process on
+    /// few cores want), or `thread`, a thread of its own per node (the library's default,
+    /// for one node per machine).
+    #[arg(long, global = true, value_enum, default_value_t = CoreSite::Runtime)]
+    core: CoreSite,
 
     /// How long mimalloc keeps freed memory before it returns it to the operating system,
     /// in milliseconds (`mi_option_purge_delay`; -1: never, 1000: mimalloc's own default).
@@ -223,6 +230,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         idle_spin_us: cli
             .idle_spin_us
             .unwrap_or(synevi::Config::default().idle_spin_us),
+        core: cli.core,
         purge_delay_ms: cfg!(feature = "mimalloc").then_some(cli.purge_delay_ms),
     };
     anyhow::ensure!(settings.txns > 0, "--txns must be above 0");
@@ -448,6 +456,7 @@ async fn long(cli: &Cli, settings: &Settings) -> anyhow::Result<long_run::LongRe
             data_dir: settings.data_dir.clone(),
             pre_accept_window_ms: settings.pre_accept_window_ms,
             idle_spin_us: settings.idle_spin_us,
+            core: settings.core,
         },
         clients: cli.clients.first().copied().unwrap_or(64),
         keys: cli.keys.first().copied().unwrap_or(KeyMode::Disjoint),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cluster::{ClusterSpec, NetworkKind, StoreKind};
+use crate::cluster::{ClusterSpec, CoreSite, NetworkKind, StoreKind};
 use crate::floor::FloorCounts;
 use crate::workload::{KeyMode, Load, WorkloadSpec};
 
@@ -44,6 +44,8 @@ pub struct Settings {
     pub pre_accept_window_ms: u64,
     /// The nodes' `Config::idle_spin_us`.
     pub idle_spin_us: u64,
+    /// Where the nodes' cores run (`--core`).
+    pub core: CoreSite,
     /// mimalloc's purge delay (`--purge-delay-ms`; -1: never); `None` with the platform's
     /// allocator.
     pub purge_delay_ms: Option<i64>,
@@ -77,6 +79,7 @@ impl Settings {
             data_dir: self.data_dir.clone(),
             pre_accept_window_ms: self.pre_accept_window_ms,
             idle_spin_us: self.idle_spin_us,
+            core: self.core,
         }
     }
 
@@ -190,6 +193,7 @@ mod tests {
             data_dir: PathBuf::from("target/bench-data"),
             pre_accept_window_ms: 2,
             idle_spin_us: 30,
+            core: CoreSite::Runtime,
             purge_delay_ms: Some(-1),
         }
     }

@@ -62,13 +62,21 @@ impl Report {
         };
         let _ = writeln!(
             out,
-            "machine: {}, {} cores, {} MiB, Linux {}; allocator {}; load average {} at start, \
-             {} at end",
+            "machine: {}, {} cores, {} MiB, Linux {}; allocator {}; nodes' cores on {}; load \
+             average {} at start, {} at end",
             machine.cpu_model,
             machine.cores,
             machine.memory_mib,
             machine.kernel,
             allocator_of(machine.allocator, &self.settings),
+            match self
+                .settings
+                .get("core")
+                .and_then(serde_json::Value::as_str)
+            {
+                Some("runtime") => "the harness's runtime",
+                _ => "a thread each",
+            },
             load(machine.load_average_at_start),
             load(self.load_average_at_end),
         );

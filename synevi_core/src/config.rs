@@ -81,6 +81,23 @@ pub struct Config {
     /// unchanged). A network's tasks started elsewhere (by the application calling
     /// `Network::start` itself) are not moved. Not used by the simulator.
     pub network_on_core_thread: bool,
+    /// Whether the node's core runs on a thread of its own, with a single-threaded runtime
+    /// that the network shares ([`Config::network_on_core_thread`]), or, when `false`, as a
+    /// task on the tokio runtime that starts the node ([`crate::Node::with_config`]),
+    /// beside the application's tasks and the network's, which then start there too. On
+    /// its own thread the operating system shares the CPUs between the core and everything
+    /// else, and every message between nodes in one process wakes a thread; on the
+    /// application's runtime tokio shares them, a message to another node's task on a
+    /// worker that is awake wakes no thread, and the core yields to the runtime's other
+    /// tasks after every round, so that a node under load cannot keep the network's tasks
+    /// (its own, and other nodes') from running. Choose `false` for several nodes in one
+    /// process on few cores (tests, the benchmark harness: 5 nodes over gRPC on 2 cores
+    /// answered one client in two thirds of the time, see docs/benchmarks.md), and a
+    /// multi-threaded runtime whose workers do not block: a worker held by the
+    /// application's own work holds the node's rounds, and its messages, with it. The core
+    /// does not look for input before it sleeps on a shared runtime (`idle_spin_us` is not
+    /// used). Not used by the simulator.
+    pub core_on_own_thread: bool,
 }
 
 impl Default for Config {
@@ -99,6 +116,7 @@ impl Default for Config {
             pre_accept_window_ms: 5,
             idle_spin_us: 30,
             network_on_core_thread: true,
+            core_on_own_thread: true,
         }
     }
 }

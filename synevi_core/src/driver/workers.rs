@@ -183,6 +183,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
     let store = workers.store;
     let network = workers.network;
     let network_runs_tasks = network.runs_tasks();
+    let on_own_thread = workers.config.core_on_own_thread;
     let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let holding = Arc::new(AtomicUsize::new(0));
@@ -221,11 +222,14 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         core: workers.core,
         clock: workers.clock,
         batch_inputs_max: workers.config.batch_inputs_max,
-        // Looking for input on the thread would keep a network that shares it from running.
-        idle_spin: if workers.config.network_on_core_thread && network_runs_tasks {
-            Duration::ZERO
-        } else {
+        // Looking for input on the thread would keep a network that shares it from running,
+        // and on a shared runtime would hold a worker.
+        idle_spin: if on_own_thread
+            && !(workers.config.network_on_core_thread && network_runs_tasks)
+        {
             Duration::from_micros(workers.config.idle_spin_us)
+        } else {
+            Duration::ZERO
         },
         commands: workers.commands,
         inbound: workers.inbound,
@@ -236,12 +240,22 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         executing: 0,
         stopping: None,
         batch: Vec::new(),
+        yield_each_round: !on_own_thread,
     };
     let drain_ms = workers.config.transaction_timeout_ms;
     let (handle_sender, handle) = oneshot::channel();
-    // The core gets a thread of its own: under load it is the busiest worker, and on the
-    // application's runtime it would starve the network's I/O tasks, delaying messages past
-    // the protocol's timeouts (seen with 5 nodes over gRPC on 2 cores). Its runtime has an
+    if !on_own_thread {
+        // `Config::core_on_own_thread` off: the core is one more task of the runtime that
+        // starts the node, and so is the network.
+        let _ = handle_sender.send(tokio::runtime::Handle::current());
+        let core = tokio::spawn(core_loop(state, Duration::from_millis(drain_ms)));
+        return (vec![core, persister, executor], handle);
+    }
+    // By default the core gets a thread of its own: under load it is the busiest worker, and
+    // on the application's runtime, before it yielded after every round, it starved the
+    // network's I/O tasks, delaying messages past the protocol's timeouts (seen with 5 nodes
+    // over gRPC on 2 cores); a thread of its own keeps it from an application that blocks
+    // its runtime's workers, and it from the application. Its runtime has an
     // I/O driver for the network that `Config::network_on_core_thread` starts on it; the
     // handle goes back to `Node::with_config` for that.
     let core = tokio::task::spawn_blocking(move || {
@@ -279,6 +293,13 @@ struct CoreLoop<E: Executor> {
     stopping: Option<Stopping>,
     /// The inputs of the round being taken (kept to reuse its allocation).
     batch: Vec<Input<E>>,
+    /// On a runtime the core shares (`Config::core_on_own_thread` off): yield to the
+    /// runtime's other tasks after every round. A round that found its next input at once
+    /// would otherwise go on, and the network's tasks on the same worker (the node's and
+    /// other nodes') would wait until tokio's budget for this task ran out, which under
+    /// load left the PreAccepts of 5 nodes on 2 cores unread long enough to cost a third of
+    /// a hot key's fast paths.
+    yield_each_round: bool,
 }
 
 /// An ordered shutdown in progress: no new inputs, no new executions; the loop ends once
@@ -364,6 +385,9 @@ async fn core_loop<E: Executor>(mut state: CoreLoop<E>, drain_max: Duration) {
                 }
             }
             here = state.finish_round(count);
+        }
+        if state.yield_each_round {
+            tokio::task::yield_now().await;
         }
     }
 }
