@@ -52,13 +52,13 @@ impl fmt::Display for NetworkKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CoreSite {
+    /// A thread of its own per node, with the node's network on it (the library's
+    /// default): every message between the nodes wakes a thread.
+    Thread,
     /// A task on the harness's runtime (two workers on two cores), beside every other
     /// node's core and network: a message between two nodes whose tasks run on a worker
     /// that is awake wakes no thread.
     Runtime,
-    /// A thread of its own per node, with the node's network on it (the library's
-    /// default): every message between the nodes wakes a thread.
-    Thread,
 }
 
 impl fmt::Display for CoreSite {

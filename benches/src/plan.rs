@@ -193,7 +193,7 @@ mod tests {
             data_dir: PathBuf::from("target/bench-data"),
             pre_accept_window_ms: 2,
             idle_spin_us: 30,
-            core: CoreSite::Runtime,
+            core: CoreSite::Thread,
             purge_delay_ms: Some(-1),
         }
     }

@@ -619,7 +619,7 @@ mod tests {
                 data_dir: "unused".into(),
                 pre_accept_window_ms: 5,
                 idle_spin_us: 0,
-                core: crate::cluster::CoreSite::Runtime,
+                core: crate::cluster::CoreSite::Thread,
             },
             keys: KeyMode::Hot,
             load: Load::Clients {
