@@ -148,6 +148,18 @@ async fn nodes_that_sleep_at_once_when_idle_order_identically_too() {
     run_cluster_with(3, 200, config).await;
 }
 
+/// Every node's core a task of the application's runtime (`Config::core_on_own_thread`
+/// off), and that runtime a single thread: the cores, the network and the test's clients
+/// take turns on it, each core yielding after every round.
+#[tokio::test(flavor = "current_thread")]
+async fn nodes_whose_cores_share_a_single_threaded_runtime_order_identically() {
+    let config = Config {
+        core_on_own_thread: false,
+        ..Config::default()
+    };
+    run_cluster_with(3, 200, config).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lone_transaction_takes_the_fast_path() {
     let mut cluster = Cluster::start(3, Config::default()).await;
