@@ -297,8 +297,8 @@ struct CoreLoop<E: Executor> {
     /// runtime's other tasks after every round. A round that found its next input at once
     /// would otherwise go on, and the network's tasks on the same worker (the node's and
     /// other nodes') would wait until tokio's budget for this task ran out, which under
-    /// load left the PreAccepts of 5 nodes on 2 cores unread long enough to cost a third of
-    /// a hot key's fast paths.
+    /// load left the PreAccepts of 5 nodes on 2 cores unread long enough to cost a fifth to
+    /// a third of a hot key's fast paths.
     yield_each_round: bool,
 }
 
