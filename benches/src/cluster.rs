@@ -61,15 +61,6 @@ pub enum CoreSite {
     Runtime,
 }
 
-impl fmt::Display for CoreSite {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CoreSite::Runtime => "runtime",
-            CoreSite::Thread => "thread",
-        })
-    }
-}
-
 impl fmt::Display for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

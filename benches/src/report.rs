@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::cluster::CoreSite;
 use crate::floor::Floor;
 use crate::long_run::LongResult;
 use crate::machine::Machine;
@@ -72,10 +73,10 @@ impl Report {
             match self
                 .settings
                 .get("core")
-                .and_then(serde_json::Value::as_str)
+                .and_then(|core| CoreSite::deserialize(core).ok())
             {
-                Some("runtime") => "the harness's runtime",
-                _ => "a thread each",
+                Some(CoreSite::Runtime) => "the harness's runtime",
+                Some(CoreSite::Thread) | None => "a thread each",
             },
             load(machine.load_average_at_start),
             load(self.load_average_at_end),

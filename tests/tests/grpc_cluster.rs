@@ -344,7 +344,7 @@ async fn three_nodes_with_their_networks_on_the_applications_runtime_order_ident
 }
 
 /// The cores as tasks on the application's runtime (`Config::core_on_own_thread` off), as
-/// the benchmark harness runs them: 5 nodes' cores and networks share the test's two
+/// the benchmark harness runs them with `--core runtime`: 5 nodes' cores and networks share the test's two
 /// workers, and each core yields after every round so that none keeps the others' network
 /// tasks from running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
