@@ -480,6 +480,8 @@ impl<E: Executor> CoreLoop<E> {
                 self.executing = self.executing.saturating_sub(1);
             }
             Input::Command(Command::Shutdown { done }) => {
+                // What the core holds for company goes with this round: nothing will follow.
+                self.core.release_held_now();
                 self.stopping = Some(Stopping {
                     done,
                     deadline: std::time::Instant::now() + drain_max,
