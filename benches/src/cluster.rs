@@ -384,6 +384,12 @@ pub struct ClusterCounters {
     pub inbox_dropped: u64,
     /// Protocol state held now (transactions not yet forgotten), all nodes together.
     pub transactions_held: u64,
+    /// PreAccepts replicas held back on contended keys (`Config::pre_accept_window_ms`).
+    #[serde(default)]
+    pub pre_accepts_held: u64,
+    /// Of those, the ones released before their window ran out (the horizon passed them).
+    #[serde(default)]
+    pub pre_accepts_released_early: u64,
     /// gRPC envelopes sent.
     pub envelopes_sent: u64,
     /// gRPC frames sent (`envelopes_sent / batches_sent` is the mean batch).
@@ -413,6 +419,9 @@ impl ClusterCounters {
             executed: self.executed - earlier.executed,
             inbox_dropped: self.inbox_dropped - earlier.inbox_dropped,
             transactions_held: self.transactions_held,
+            pre_accepts_held: self.pre_accepts_held - earlier.pre_accepts_held,
+            pre_accepts_released_early: self.pre_accepts_released_early
+                - earlier.pre_accepts_released_early,
             envelopes_sent: self.envelopes_sent - earlier.envelopes_sent,
             batches_sent: self.batches_sent - earlier.batches_sent,
             bytes_sent: self.bytes_sent - earlier.bytes_sent,
@@ -576,6 +585,8 @@ impl Cluster {
             sum.executed += stats.executed;
             sum.inbox_dropped += status.inbox_dropped;
             sum.transactions_held += stats.transactions_held;
+            sum.pre_accepts_held += stats.pre_accepts_held;
+            sum.pre_accepts_released_early += stats.pre_accepts_released_early;
             let store = node.store().counters();
             sum.store_commits += store.commits;
             sum.store_commit_micros += store.commit_micros;

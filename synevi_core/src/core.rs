@@ -127,6 +127,9 @@ pub struct Core {
     held_commits: BTreeMap<Serial, Vec<Envelope>>,
     /// When the oldest held acknowledgement or announcement must go out.
     held_due_ms: Option<u64>,
+    /// This round held a PreAccept back: every peer should learn this node's clock, which
+    /// is past it, with this round (`release_held`).
+    pub(crate) clock_wanted: bool,
     /// PreAccepts held back under contention, by `t0` (see `Config::pre_accept_window_ms`).
     pub(crate) held_pre_accepts: BTreeMap<T0, HeldPreAccept>,
     /// Per peer, the highest timestamp its clock is known to have reached (a `t0` of its own
@@ -257,6 +260,7 @@ impl Core {
             pending_acks: BTreeMap::new(),
             held_commits: BTreeMap::new(),
             held_due_ms: None,
+            clock_wanted: false,
             held_pre_accepts: BTreeMap::new(),
             peer_clocks: FxHashMap::default(),
             horizon_moved: false,
@@ -580,8 +584,9 @@ impl Core {
     fn release_held(&mut self) {
         let now = self.now_ms();
         let due = self.held_due_ms.is_some_and(|due| now >= due);
+        let clock_wanted = std::mem::take(&mut self.clock_wanted);
         let anything_held = self.holds_anything();
-        let busy: BTreeSet<Serial> = if due || !anything_held {
+        let mut busy: BTreeSet<Serial> = if due || !(anything_held || clock_wanted) {
             BTreeSet::new()
         } else {
             self.ready
@@ -590,6 +595,19 @@ impl Core {
                 .map(|envelope| envelope.to)
                 .collect()
         };
+        if clock_wanted && !due {
+            // Replicas that hold a PreAccept wait for every other member's clock to pass it
+            // (`pre_accept_horizon`); this node's is past it, but a member it sends nothing
+            // would not learn so before the window runs out, and may itself hold what this
+            // node's hold waits for. An `Applied` (empty, unless acknowledgements were held
+            // for that member) carries the clock.
+            let members: Vec<Serial> = self.quorums.members().collect();
+            for member in members {
+                if member != self.serial && busy.insert(member) {
+                    self.pending_acks.entry(member).or_default();
+                }
+            }
+        }
         let release = |to: Serial| due || busy.contains(&to);
         let before = self.ready.messages.len();
         for (home, acks) in std::mem::take(&mut self.pending_acks) {

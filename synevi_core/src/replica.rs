@@ -14,6 +14,12 @@ use crate::core::{Core, HeldPreAccept, TxState};
 /// and contention comes in stretches; a key without any for this long is handled at once.
 pub(crate) const REORDER_MEMORY_MS: u64 = 1_000;
 
+/// How long a member may send nothing before holds stop waiting for its clock
+/// (`pre_accept_horizon`). Under contention every member sends every fraction of a
+/// millisecond; one that sent nothing for this long is down or cut off, and without this
+/// every held PreAccept would wait out its window for as long as it stays away.
+pub(crate) const SILENT_MEMBER_MS: u64 = 250;
+
 impl Core {
     /// Makes sure the replica holds a state for `t0`, learning `body` if it is new. Returns
     /// false for a transaction that was forgotten (applied everywhere): messages about it
@@ -140,6 +146,7 @@ impl Core {
             }
         }
         self.stats.pre_accepts_held += 1;
+        self.clock_wanted = true;
         let due_ms = self.now_ms() + window;
         // Whatever conflicting is held now and this one keep each other company. Once this
         // one has company, a held one that has company already needs no comparing (with a
@@ -234,13 +241,19 @@ impl Core {
     /// clock's millisecond). `None` while a member has sent none. A PreAccept that arrives
     /// below it anyway (a retransmission after a lost connection, a wall clock stepped back)
     /// loses its fast vote, as it would have without holding; releasing early is a shorter
-    /// delay, so it is as safe as holding.
+    /// delay, so it is as safe as holding. A member whose known clock is more than
+    /// [`SILENT_MEMBER_MS`] behind this node's wall clock does not count: it sent nothing
+    /// for that long (it is down, cut off, or its wall clock is far behind).
     fn pre_accept_horizon(&self) -> Option<T0> {
         let wall = synevi_types::Timestamp::new(self.now.wall_ms, 0, 0);
         let mut horizon = T0(self.clock.high().max(wall));
         for member in self.quorums.members() {
             if member != self.serial {
-                horizon = horizon.min(*self.peer_clocks.get(&member)?);
+                let clock = *self.peer_clocks.get(&member)?;
+                if clock.0.time.saturating_add(SILENT_MEMBER_MS) < self.now.wall_ms {
+                    continue;
+                }
+                horizon = horizon.min(clock);
             }
         }
         Some(horizon)
@@ -956,6 +969,45 @@ mod tests {
         cores[1].tick(at(21));
         assert!(cores[1].held_pre_accepts.is_empty(), "e went early");
         assert_eq!(cores[1].stats().pre_accepts_released_early, 1);
+    }
+
+    /// A replica that holds a PreAccept tells every peer its clock, which is past it, in
+    /// that round: a peer holding the same PreAccept waits for exactly that, and would
+    /// otherwise wait out its window when nothing else goes to it.
+    #[test]
+    fn holding_tells_every_peer_the_clock() {
+        let (mut cores, e) = holding_one_from_node_1();
+        let sent = cores[1].take_ready().messages;
+        for peer in [1, 3] {
+            let to_peer = sent
+                .iter()
+                .find(|envelope| envelope.to == peer)
+                .unwrap_or_else(|| panic!("nothing to node {peer}: {sent:?}"));
+            assert!(to_peer.clock > e.0, "the clock is past the held t0");
+        }
+    }
+
+    /// A member silent for [`SILENT_MEMBER_MS`] (down, cut off) is not waited for: with
+    /// node 3 gone, node 1's later PreAccept lets node 2's held one go before its window
+    /// ends, as node 3's would have.
+    #[test]
+    fn a_silent_member_is_not_waited_for() {
+        let (mut cores, _, _) = second_pair_answers(2);
+        // Node 3 was last heard of at 12 ms.
+        let later = |ms: u64| at(12 + SILENT_MEMBER_MS + ms);
+        let e = cores[0].submit(later(1), hot(5));
+        let to_e = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(later(1), to_e);
+        assert!(cores[1].held_pre_accepts.contains_key(&e), "armed: held");
+        let f = cores[0].submit(later(1), hot(6));
+        let to_f = pre_accept_to(&mut cores[0], 2);
+        cores[1].receive(later(1), to_f);
+        cores[1].tick(later(1));
+        assert_eq!(
+            answers(&mut cores[1]),
+            vec![(e, e.as_t()), (f, f.as_t())],
+            "node 3 is not waited for, and node 1 sent nothing below them"
+        );
     }
 
     /// A held PreAccept moves the clock at once, not when it is handled: what this node
