@@ -118,11 +118,11 @@ struct Cli {
     #[arg(long, global = true)]
     idle_spin_us: Option<u64>,
 
-    /// Where each node's core runs: `thread`, a thread of its own per node (the library's
-    /// default, `Config::core_on_own_thread`), or `runtime`, a task on the harness's runtime
-    /// beside the other nodes' (`Config::core_on_own_thread` off: for several nodes in one
-    /// process on few cores).
-    #[arg(long, global = true, value_enum, default_value_t = CoreSite::Thread)]
+    /// Where each node's core runs: `runtime`, a task on the harness's runtime beside the
+    /// other nodes' (`Config::core_on_own_thread` off: for several nodes in one process on
+    /// few cores), or `thread`, a thread of its own per node (the library's default, for a
+    /// node per machine).
+    #[arg(long, global = true, value_enum, default_value_t = CoreSite::Runtime)]
     core: CoreSite,
 
     /// How long mimalloc keeps freed memory before it returns it to the operating system,

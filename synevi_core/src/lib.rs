@@ -35,13 +35,14 @@
 //!         }
 //!     }
 //! }
-//! let now = Now { wall_ms: 1_000, monotonic_ms: 0 };
+//! let mut now = Now { wall_ms: 1_000, monotonic_ms: 0 };
 //! let body = TxBody { id: 1, keys: Keys::single("x"), payload: Bytes::from_static(b"hello") };
 //! let t0 = cores[0].submit(now, body);
 //!
-//! // Deliver messages until the cluster is quiet; execute what each core releases.
+//! // Deliver messages, execute what each core releases, and when nothing is in flight let
+//! // time pass to the next deadline a core asked for (messages held for company go then).
 //! let mut executed = vec![Vec::new(); 3];
-//! loop {
+//! while executed.iter().any(|done| done.is_empty()) {
 //!     let mut in_flight = Vec::new();
 //!     for (i, core) in cores.iter_mut().enumerate() {
 //!         let ready = core.take_ready();
@@ -53,7 +54,14 @@
 //!         }
 //!     }
 //!     if in_flight.is_empty() {
-//!         break;
+//!         let next = cores.iter().filter_map(|core| core.next_deadline()).min().unwrap();
+//!         let next = next.max(now.monotonic_ms);
+//!         now.wall_ms += next - now.monotonic_ms;
+//!         now.monotonic_ms = next;
+//!         for core in &mut cores {
+//!             core.tick(now);
+//!         }
+//!         continue;
 //!     }
 //!     for envelope in in_flight {
 //!         let to = usize::from(envelope.to - 1);
