@@ -98,7 +98,8 @@ pub struct Config {
     /// process on few cores (tests, the benchmark harness: 5 nodes over gRPC on 2 cores
     /// answered one client in two thirds to three quarters of the time, and in-memory
     /// nodes under load ran as fast or faster; LMDB nodes, whose persisters are threads of
-    /// their own, even or slower; see docs/benchmarks.md), on a multi-threaded runtime
+    /// their own, even, once the PreAccept window was 20 ms and holding replicas told
+    /// every peer their clock; see docs/benchmarks.md), on a multi-threaded runtime
     /// whose workers do not block: a worker held by the application's own work holds the
     /// node's rounds, and its messages, with it. The core does not look for input before
     /// it sleeps on a shared runtime (`idle_spin_us` is not used). Not used by the

@@ -696,7 +696,6 @@ impl Core {
         };
     }
 
-    /// Sends `message` to `to`; to itself, it is handled before the step returns.
     /// Holds a `Commit` for `to` until this node sends `to` something else, or [`HOLD_MS`]
     /// passed (`release_held`), and sends one to itself at once. Stamped now: every `t0`
     /// this node issues later is above the stamp, so going ahead of later messages on the
@@ -706,30 +705,31 @@ impl Core {
             self.send(to, message);
             return;
         }
-        self.stats.messages_sent += 1;
-        let envelope = Envelope {
-            from: self.serial,
-            to,
-            message,
-            clock: self.clock.high(),
-        };
+        let envelope = self.envelope(to, message);
         self.held_commits.entry(to).or_default().push(envelope);
     }
 
+    /// Sends `message` to `to`; to itself, it is handled before the step returns.
     pub(crate) fn send(&mut self, to: Serial, message: Message) {
         if to == self.serial {
             self.local.push_back(message);
         } else {
-            self.stats.messages_sent += 1;
-            // Stamped when made: a PreAccept this node issued is made before every message
-            // that tells its clock passed the PreAccept's `t0`, and goes before them on the
-            // link (`Envelope::clock`).
-            self.ready.messages.push(Envelope {
-                from: self.serial,
-                to,
-                message,
-                clock: self.clock.high(),
-            });
+            let envelope = self.envelope(to, message);
+            self.ready.messages.push(envelope);
+        }
+    }
+
+    /// `message` to peer `to`, counted as sent. Stamped when made: a PreAccept this node
+    /// issued is made before every message that tells its clock passed the PreAccept's
+    /// `t0`, and goes before them on the link (`Envelope::clock`).
+    fn envelope(&mut self, to: Serial, message: Message) -> Envelope {
+        debug_assert_ne!(to, self.serial, "messages to itself are handled locally");
+        self.stats.messages_sent += 1;
+        Envelope {
+            from: self.serial,
+            to,
+            message,
+            clock: self.clock.high(),
         }
     }
 
