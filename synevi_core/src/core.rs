@@ -119,6 +119,9 @@ pub struct Core {
     meta: NodeMeta,
     meta_dirty: bool,
     next_event_seq: u64,
+    /// Executions whose event is written and whose record is not yet rewritten as applied:
+    /// `(when, seq, t0)`, oldest first (see [`APPLIED_RECORD_DEFER_MS`]).
+    unrecorded_applied: VecDeque<(u64, u64, T0)>,
     /// `Applied` acknowledgements to send, per home node, gathered over a step and held
     /// (see [`HOLD_MS`]).
     pending_acks: BTreeMap<Serial, Applied>,
@@ -176,6 +179,16 @@ pub(crate) struct HeldPreAccept {
 /// frames with five nodes, sent just as the next transaction started.
 pub(crate) const HOLD_MS: u64 = 3;
 
+/// How long after an execution a node rewrites the transaction's record as applied, if it
+/// still holds it: the execution's event, written at once, is what makes it durable
+/// ([`Store::load_for_restart`](synevi_types::Store::load_for_restart) reads a committed
+/// record with an event as applied), and by then most records are forgotten (every member
+/// applied them), so the record, deps and all, is written once instead of twice. A restart
+/// reads the events of about this long again. Measured with LMDB and 256 clients, never
+/// rewriting at all against rewriting at once: 3 nodes hot key 10.1, 13.8 k → 12.6, 15.6 k
+/// txns/s, 5 nodes 6.1, 6.8 k → 6.9, 8.9 k (2 pairs).
+pub(crate) const APPLIED_RECORD_DEFER_MS: u64 = 250;
+
 impl Core {
     /// A fresh node that has never run.
     pub fn new(
@@ -223,6 +236,7 @@ impl Core {
                 applied_count: 0,
                 applied_digest: [0; 32],
                 members: Vec::new(),
+                applied_recorded_through: 0,
             },
         };
         for &(member, voter) in &meta.members {
@@ -255,6 +269,7 @@ impl Core {
             ready: Ready::default(),
             stats: Stats::default(),
             next_event_seq: stored.last_event_seq + 1,
+            unrecorded_applied: VecDeque::new(),
             meta,
             meta_dirty: false,
             pending_acks: BTreeMap::new(),
@@ -278,6 +293,12 @@ impl Core {
                 }
             }
             let executed = matches!(record.status, Status::Applied | Status::Invalidated);
+            if record.status == Status::Applied {
+                // It may say applied only because `Store::load_for_restart` found its event
+                // above `applied_recorded_through`, which this node moves on without it: it
+                // is written as applied in the first round, before any round moves the mark.
+                core.dirty.insert(t0);
+            }
             if record.status == Status::Committed {
                 committed.push((t0, record.t, record.deps.clone()));
             }
@@ -478,9 +499,11 @@ impl Core {
             .as_ref()
             .map(|body| (body.id, body.payload.clone()))
             .unwrap_or_default();
-        self.mark_dirty(t0);
         let seq = self.next_event_seq;
         self.next_event_seq += 1;
+        // The event below records the execution; the record is rewritten as applied later,
+        // if it is still held then (`record_applied`).
+        self.unrecorded_applied.push_back((self.now_ms(), seq, t0));
         self.ready.persist.events.push(synevi_types::Event {
             seq,
             t0,
@@ -846,6 +869,32 @@ impl Core {
         }
     }
 
+    /// Rewrites as applied the records of executions older than [`APPLIED_RECORD_DEFER_MS`]
+    /// that this node still holds, and moves [`NodeMeta::applied_recorded_through`] past
+    /// their events, in one round: the records and the mark become durable together. A
+    /// record forgotten meanwhile needs nothing (its removal went in this or an earlier
+    /// round, and rounds become durable in order).
+    pub(crate) fn record_applied(&mut self) {
+        let now = self.now_ms();
+        let mut through = None;
+        while let Some(&(at, seq, t0)) = self.unrecorded_applied.front() {
+            if now < at.saturating_add(APPLIED_RECORD_DEFER_MS) {
+                break;
+            }
+            self.unrecorded_applied.pop_front();
+            if let Some(state) = self.txs.get(&t0) {
+                debug_assert_eq!(state.record.status, Status::Applied, "{t0:?}");
+                self.mark_dirty(t0);
+            }
+            through = Some(seq);
+        }
+        if let Some(seq) = through {
+            debug_assert!(seq > self.meta.applied_recorded_through);
+            self.meta.applied_recorded_through = seq;
+            self.meta_dirty = true;
+        }
+    }
+
     pub(crate) fn mark_dirty(&mut self, t0: T0) {
         self.dirty.insert(t0);
     }
@@ -1199,6 +1248,79 @@ mod tests {
             over.iter()
                 .any(|e| e.to == 3 && matches!(&e.message, Message::Commit(c) if c.t0 == x)),
             "{over:?}"
+        );
+    }
+
+    /// An execution is durable by its event at once; the record is rewritten as applied
+    /// only after `APPLIED_RECORD_DEFER_MS`, if still held, in the round that moves the mark.
+    #[test]
+    fn an_applied_record_is_rewritten_later_with_the_mark() {
+        let mut cores = cores(3, Config::default());
+        let x = decided_by_node_1(&mut cores);
+        let decided = cores[0].take_ready();
+        assert!(decided.execute.iter().any(|execution| execution.t0 == x));
+        cores[0].applied(NOW, x, [0; 32]);
+        let applied = cores[0].take_ready().persist;
+        let record_of = |batch: &synevi_types::WriteBatch| {
+            batch
+                .transactions
+                .iter()
+                .find(|record| record.t0 == x)
+                .map(|record| record.status)
+        };
+        let mark = |batch: &synevi_types::WriteBatch| {
+            batch.meta.as_ref().map(|m| m.applied_recorded_through)
+        };
+        assert_eq!(
+            applied
+                .events
+                .iter()
+                .map(|e| (e.seq, e.t0))
+                .collect::<Vec<_>>(),
+            [(1, x)]
+        );
+        assert_eq!(record_of(&applied), None, "the record waits");
+        assert_ne!(mark(&applied), Some(1));
+        // Peers never learn the commit, so nothing forgets X meanwhile.
+        let early = at(APPLIED_RECORD_DEFER_MS - 1);
+        cores[0].tick(early);
+        let before = cores[0].take_ready().persist;
+        assert_eq!(record_of(&before), None);
+        assert_ne!(mark(&before), Some(1));
+        let due = at(APPLIED_RECORD_DEFER_MS + 200);
+        cores[0].tick(due);
+        let rewritten = cores[0].take_ready().persist;
+        assert_eq!(record_of(&rewritten), Some(Status::Applied));
+        assert_eq!(mark(&rewritten), Some(1), "the mark moves with the record");
+    }
+
+    /// A restarted node writes every record it loaded as applied in its first round: one
+    /// may say applied only because its event was above the mark, which later rounds move.
+    #[test]
+    fn a_restart_writes_what_it_read_as_applied() {
+        let x = T0(Timestamp::new(5, 0, 2));
+        let stored = StoredState {
+            transactions: vec![TxRecord {
+                t0: x,
+                status: Status::Applied,
+                t: x.as_t(),
+                deps: Deps::new(),
+                promised: Ballot::ZERO,
+                accepted: Ballot::ZERO,
+                body: Some(on_k(1)),
+            }],
+            last_event_seq: 1,
+            ..StoredState::default()
+        };
+        let mut core = Core::restore(synevi_types::Ulid::new(), 1, Config::default(), 1, stored)
+            .expect("restores");
+        let first = core.take_ready().persist;
+        assert!(
+            first
+                .transactions
+                .iter()
+                .any(|record| record.t0 == x && record.status == Status::Applied),
+            "{first:?}"
         );
     }
 

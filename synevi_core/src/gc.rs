@@ -221,6 +221,7 @@ impl Core {
         self.gc.announced_decided_floor = self.gc.announced_decided_floor.max(decided_floor);
         self.announce(true);
         self.forget_what_may_be_forgotten();
+        self.record_applied();
         self.track_missing_dependencies();
     }
 

@@ -52,6 +52,10 @@ macro_rules! store_conformance_tests {
             $crate::conformance::bad_batches_change_nothing(&mut $harness);
         }
         #[test]
+        fn conformance_a_restart_reads_executed_records_as_applied() {
+            $crate::conformance::a_restart_reads_executed_records_as_applied(&mut $harness);
+        }
+        #[test]
         fn conformance_random_operations_match_the_model() {
             $crate::conformance::random_operations_match_the_model(&mut $harness);
         }
@@ -113,6 +117,7 @@ pub(crate) fn meta(applied_count: u64) -> NodeMeta {
         applied_count,
         applied_digest: [applied_count as u8; 32],
         members: vec![(2, true), (3, false)],
+        applied_recorded_through: 0,
     }
 }
 
@@ -124,6 +129,49 @@ fn all_events(store: &impl Store) -> Vec<Event> {
     store
         .events_after(0, usize::MAX)
         .expect("events are readable")
+}
+
+/// `Store::load_for_restart` reads a committed record as applied when an event above
+/// `NodeMeta::applied_recorded_through` names it, and leaves everything else as written
+/// (`load` reads it as written).
+pub fn a_restart_reads_executed_records_as_applied<H: Harness>(harness: &mut H) {
+    let store = harness.fresh();
+    let (one, two) = (event(1, 0), event(2, 0));
+    let unexecuted = t0(5, 2);
+    commit(
+        &store,
+        WriteBatch {
+            transactions: vec![
+                record(one.t0, Status::Committed, 1),
+                record(two.t0, Status::Committed, 2),
+                record(unexecuted, Status::Committed, 3),
+            ],
+            events: vec![one.clone(), two.clone()],
+            meta: Some(NodeMeta {
+                applied_recorded_through: 1,
+                ..meta(2)
+            }),
+            ..WriteBatch::default()
+        },
+    );
+    let store = harness.reopen(store);
+    let status_of = |state: &StoredState, t0: T0| {
+        state
+            .transactions
+            .iter()
+            .find(|record| record.t0 == t0)
+            .map(|record| record.status)
+    };
+    let restart = store.load_for_restart().expect("loads");
+    // Event 2 is above the mark: its record reads as applied.
+    assert_eq!(status_of(&restart, two.t0), Some(Status::Applied));
+    // Event 1 is at the mark: the record is authoritative (the node rewrote it as applied
+    // before moving the mark; this one says committed because the test wrote it so).
+    assert_eq!(status_of(&restart, one.t0), Some(Status::Committed));
+    assert_eq!(status_of(&restart, unexecuted), Some(Status::Committed));
+    let written = store.load().expect("loads");
+    assert_eq!(status_of(&written, two.t0), Some(Status::Committed));
+    assert_eq!(restart.transactions.len(), written.transactions.len());
 }
 
 /// A store that was never written has no meta, no records and an empty log.

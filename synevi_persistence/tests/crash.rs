@@ -61,6 +61,7 @@ fn meta(applied_count: u64) -> NodeMeta {
         applied_count,
         applied_digest: [0; 32],
         members: vec![(2, true), (3, false)],
+        applied_recorded_through: 0,
     }
 }
 

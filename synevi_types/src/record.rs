@@ -96,6 +96,14 @@ pub struct NodeMeta {
     /// knows its quorums before the application adds its members again: without it, a node
     /// would briefly believe it is a cluster of one and decide alone.
     pub members: Vec<(Serial, bool)>,
+    /// Every event up to this `seq` has its transaction's record written as
+    /// [`Status::Applied`] (or the record forgotten). A node records an execution in its
+    /// event log at once and rewrites the transaction's record as applied only later, if
+    /// the record is still held then (most are forgotten first, and the record, deps and
+    /// all, is not written twice); a record of an event above this `seq` may still say
+    /// [`Status::Committed`]. [`crate::Store::load_for_restart`] reads such records as
+    /// applied.
+    pub applied_recorded_through: u64,
 }
 
 /// Everything one store commit writes. The driver gathers many transactions' changes into

@@ -5,7 +5,7 @@ use serde::Serialize;
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use crate::{Envelope, Event, Keys, NodeId, Serial, StoredState, SyneviError, WriteBatch};
+use crate::{Envelope, Event, Keys, NodeId, Serial, Status, StoredState, SyneviError, WriteBatch};
 
 /// The outcome of a transaction: the outer error is the system's, the inner `Result` is the
 /// executor's verdict (identical on every node).
@@ -107,8 +107,35 @@ pub trait Store: Send + Sync + 'static {
     /// The serial of the node this store belongs to.
     fn serial(&self) -> Serial;
 
-    /// Everything the node needs to resume after a restart.
+    /// Everything the store holds for a restart, as written: a record of a transaction whose
+    /// execution is in the event log may still say [`Status::Committed`] (see
+    /// [`crate::NodeMeta::applied_recorded_through`]). A node resumes from
+    /// [`Store::load_for_restart`], which reads such records as applied.
     fn load(&self) -> Result<StoredState, SyneviError>;
+
+    /// What a node resumes from: [`Store::load`], with every record of a transaction executed
+    /// here (an event above [`crate::NodeMeta::applied_recorded_through`] names it) read as
+    /// [`Status::Applied`]. Only the events after that mark are read: a node rewrites its
+    /// records as applied a little after executing them, and moves the mark with them.
+    /// Resuming from [`Store::load`] instead would execute those transactions again.
+    fn load_for_restart(&self) -> Result<StoredState, SyneviError> {
+        let mut stored = self.load()?;
+        let through = stored
+            .meta
+            .as_ref()
+            .map_or(0, |meta| meta.applied_recorded_through);
+        let executed: std::collections::HashSet<crate::T0> = self
+            .events_after(through, usize::MAX)?
+            .into_iter()
+            .map(|event| event.t0)
+            .collect();
+        for record in &mut stored.transactions {
+            if record.status == Status::Committed && executed.contains(&record.t0) {
+                record.status = Status::Applied;
+            }
+        }
+        Ok(stored)
+    }
 
     /// Applies a batch atomically and durably.
     fn commit(&self, batch: &WriteBatch) -> Result<(), SyneviError>;

@@ -108,7 +108,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
         let executor = Arc::new(executor);
         let network = Arc::new(network);
         let loading = Arc::clone(&store);
-        let stored = tokio::task::spawn_blocking(move || loading.load())
+        let stored = tokio::task::spawn_blocking(move || loading.load_for_restart())
             .await
             .map_err(|e| SyneviError::Store(format!("loading the store panicked: {e}")))??;
         if let Some(meta) = &stored.meta {

@@ -697,7 +697,7 @@ impl<E: Executor> Simulation<E> {
             .ok_or_else(|| internal("unknown node"))?;
         let stored = node
             .store
-            .load()
+            .load_for_restart()
             .map_err(|e| internal(&format!("store load: {e}")))?;
         let executor = (self.make_executor)(serial);
         let log = node

@@ -14,7 +14,9 @@ use synevi_types::{Serial, Timestamp, T0};
 /// The on-disk format this build writes and reads. Bump it when a key layout or a value's
 /// encoding changes; an old build then refuses a newer store instead of misreading it.
 /// 2: deps in records as the compact varint list of `synevi_types::encode_t0s`.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+/// 3: `NodeMeta::applied_recorded_through` (records of executed transactions may say
+/// committed; a version-2 build would execute them again).
+pub(crate) const FORMAT_VERSION: u32 = 3;
 
 /// Opens the format record; foreign data almost never starts with it.
 const FORMAT_MAGIC: &[u8; 12] = b"synevi-store";
