@@ -100,7 +100,7 @@ pub struct NodeMeta {
     /// [`Status::Applied`] (or the record forgotten). A node records an execution in its
     /// event log at once and rewrites the transaction's record as applied only later, if
     /// the record is still held then (most are forgotten first, and the record, deps and
-    /// all, is not written twice); a record of an event above this `seq` may still say
+    /// all, is not written a third time); a record of an event above this `seq` may still say
     /// [`Status::Committed`]. [`crate::Store::load_for_restart`] reads such records as
     /// applied.
     pub applied_recorded_through: u64,
