@@ -1199,6 +1199,11 @@ impl<E: Executor> Simulation<E> {
             };
             let decided = all.iter().any(|state| forgotten_in(state, t0))
                 || count(Status::Committed, false) + count(Status::Applied, false) > 0;
+            // Stricter than the crash test's rule (tests/tests/crash.rs), which also accepts
+            // every node holding a vote at `t0`, some accepted there by a recovery; its proof
+            // needs every node, not a fast quorum. A violation here whose records on every
+            // node are at `t0`, some accepted, is that case: a gap in this rule, not the
+            // protocol's.
             if !(decided
                 || count(Status::Accepted, false) >= slow
                 || count(Status::PreAccepted, true) >= fast)
