@@ -153,17 +153,19 @@ impl Quorums {
     }
 }
 
+/// A cluster of voters 1 to `n`, seen from voter 1 (for tests).
+#[cfg(test)]
+pub(crate) fn cluster(n: u16) -> Quorums {
+    let mut quorums = Quorums::new(1);
+    for serial in 2..=n {
+        quorums.add(serial, true).expect("new member");
+    }
+    quorums
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cluster(n: u16) -> Quorums {
-        let mut quorums = Quorums::new(1);
-        for serial in 2..=n {
-            quorums.add(serial, true).expect("new member");
-        }
-        quorums
-    }
 
     #[test]
     fn only_a_lone_voter_decides_alone() {

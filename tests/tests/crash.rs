@@ -38,6 +38,8 @@ use std::time::{Duration, Instant};
 
 use synevi::persistence::LmdbStore;
 use synevi::types::{Serial, Status, Store};
+use synevi_core::sim::recoverable_from_stores;
+use synevi_core::Quorums;
 use synevi_tests::ledger::{LedgerState, LedgerTx};
 use synevi_tests::lmdb_cluster::{node_dir, read_log, SERIALS};
 
@@ -387,6 +389,10 @@ fn check_stores_after_kill(root: &Path, acked: &Acked, context: &str) -> usize {
             );
         }
     }
+    let mut quorums = Quorums::new(SERIALS[0]);
+    for serial in &SERIALS[1..] {
+        quorums.add(*serial, true).expect("distinct serials");
+    }
     let mut ahead_of_coordinator = 0;
     for ack in acked.values() {
         let on = held.get(&ack.id).cloned().unwrap_or_default();
@@ -425,28 +431,15 @@ fn check_stores_after_kill(root: &Path, acked: &Acked, context: &str) -> usize {
                     matches!(status, Status::Committed | Status::Applied)
                 })
         });
-        let accepted = on
-            .values()
-            .filter(|held| {
-                held.record
-                    .is_some_and(|(status, _)| status == Status::Accepted)
+        // The simulator's rule, with why each case suffices (`recoverable_from_stores`).
+        let votes: Vec<(Serial, Status, bool)> = on
+            .iter()
+            .filter_map(|(serial, held)| {
+                held.record.map(|(status, at_t0)| (*serial, status, at_t0))
             })
-            .count();
-        // Every node holds a vote at `t0`: pre-accepted there, or accepted there by a
-        // recovery that honoured the fast path after a restart. Any recovery majority then
-        // either holds an accept, and every accept is at `t0`, so the highest-ballot one
-        // re-proposes `t0` (`decide_recovery` step 2); or holds only pre-accepts at `t0`,
-        // the fast-path evidence of step 4, as when all three are pre-accepts.
-        let at_t0 = on
-            .values()
-            .filter(|held| {
-                held.record.is_some_and(|(status, at_t0)| {
-                    at_t0 && matches!(status, Status::PreAccepted | Status::Accepted)
-                })
-            })
-            .count();
+            .collect();
         assert!(
-            decided || accepted > SERIALS.len() / 2 || at_t0 == SERIALS.len(),
+            recoverable_from_stores(&quorums, decided, &votes),
             "acknowledged id {} (generation {}) cannot be recovered from the stores: {on:?}; \
              {context}",
             ack.id,

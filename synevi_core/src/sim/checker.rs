@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rustc_hash::FxHashMap;
 use synevi_types::{Event, Key, Keys, Serial, Status, TxRecord, T, T0};
 
+use crate::quorum::Quorums;
+
 /// Which invariant a run violated, what exactly, and which transactions are involved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -15,6 +17,58 @@ pub struct Violation {
     pub detail: String,
     /// The transactions involved (their messages are printed from the trace).
     pub t0s: Vec<T0>,
+}
+
+/// Whether a recovery can only ever decide what a coordinator decided for a transaction, from
+/// what the voters' stores hold of it alone: the rule both durability checkers apply (the
+/// simulator's at every crash, the crash test's after killing processes) to a transaction
+/// whose client was answered while its coordinator's own record of the decision may be lost.
+/// `decided` says some store holds it committed, applied, or forgotten (which a node does
+/// only once every member applied it); `votes` holds, per store, its serial, the record's
+/// status and whether the record's `t` is `t0`. Any one of these suffices:
+/// - it is decided somewhere: recovery step 1 (`decide_recovery`) finishes with that;
+/// - a majority of voters accepted it: every recovery majority holds an accept, and step 2
+///   re-proposes the highest-ballot one (a slow-path decision is one of those);
+/// - a fast quorum of the electorate pre-accepted it at `t0`: every recovery majority holds
+///   more than half of its electorate members' answers at `t0` (`quorum.rs`), the fast-path
+///   evidence of step 4;
+/// - every voter holds a vote at `t0`: pre-accepted there, or accepted there by a recovery
+///   that honoured the fast path (after a restart, say). A recovery majority then holds an
+///   accept, and every accept is at `t0`, so step 2 re-proposes `t0`; or it holds only
+///   pre-accepts at `t0`, and with every electorate member answering `t0` step 4 finds the
+///   fast path possible. Found missing from the crash test's rule in a kill run
+///   (seed 1796300228584865632), where a recovery had accepted at `t0` on one node of three.
+///
+/// Only voters' records count; learners vote in nothing.
+pub fn recoverable_from_stores(
+    quorums: &Quorums,
+    decided: bool,
+    votes: &[(Serial, Status, bool)],
+) -> bool {
+    let voters: Vec<&(Serial, Status, bool)> = votes
+        .iter()
+        .filter(|(serial, _, _)| quorums.is_voter(*serial))
+        .collect();
+    let accepted = voters
+        .iter()
+        .filter(|(_, status, _)| *status == Status::Accepted)
+        .count();
+    let fast_votes = voters
+        .iter()
+        .filter(|(serial, status, at_t0)| {
+            *at_t0 && *status == Status::PreAccepted && quorums.in_electorate(*serial)
+        })
+        .count();
+    let mut at_t0: BTreeSet<Serial> = BTreeSet::new();
+    for (serial, status, on_t0) in &voters {
+        if *on_t0 && matches!(status, Status::PreAccepted | Status::Accepted) {
+            at_t0.insert(*serial);
+        }
+    }
+    decided
+        || accepted >= quorums.slow_quorum()
+        || fast_votes >= quorums.fast_quorum()
+        || quorums.voters().all(|voter| at_t0.contains(&voter))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,4 +360,119 @@ fn check_strict_serializability(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::cluster;
+
+    /// `(serial, status, at t0)` for serials 1, 2, ... in order.
+    fn votes(of: &[(Status, bool)]) -> Vec<(Serial, Status, bool)> {
+        (1..)
+            .zip(of)
+            .map(|(serial, (status, at_t0))| (serial, *status, *at_t0))
+            .collect()
+    }
+
+    const PRE: (Status, bool) = (Status::PreAccepted, true);
+    const PRE_LATER: (Status, bool) = (Status::PreAccepted, false);
+    const ACC: (Status, bool) = (Status::Accepted, true);
+    const ACC_LATER: (Status, bool) = (Status::Accepted, false);
+
+    #[test]
+    fn a_decision_anywhere_is_recoverable() {
+        assert!(recoverable_from_stores(&cluster(3), true, &[]));
+        assert!(!recoverable_from_stores(&cluster(3), false, &[]));
+    }
+
+    #[test]
+    fn a_majority_of_accepts_is_recoverable_and_less_is_not() {
+        let five = cluster(5);
+        assert!(recoverable_from_stores(
+            &five,
+            false,
+            &votes(&[ACC, ACC_LATER, ACC_LATER])
+        ));
+        assert!(!recoverable_from_stores(
+            &five,
+            false,
+            &votes(&[ACC_LATER, ACC_LATER, PRE_LATER])
+        ));
+    }
+
+    #[test]
+    fn a_fast_quorum_at_t0_is_recoverable_and_a_majority_is_not() {
+        let five = cluster(5);
+        assert!(recoverable_from_stores(
+            &five,
+            false,
+            &votes(&[PRE, PRE, PRE, PRE])
+        ));
+        assert!(!recoverable_from_stores(
+            &five,
+            false,
+            &votes(&[PRE, PRE, PRE, PRE_LATER])
+        ));
+        assert!(!recoverable_from_stores(
+            &cluster(3),
+            false,
+            &votes(&[PRE, PRE])
+        ));
+    }
+
+    #[test]
+    fn every_voter_at_t0_is_recoverable_when_some_accepted_there() {
+        assert!(recoverable_from_stores(
+            &cluster(3),
+            false,
+            &votes(&[PRE, ACC, PRE])
+        ));
+        assert!(recoverable_from_stores(
+            &cluster(5),
+            false,
+            &votes(&[PRE, ACC, PRE, ACC, PRE])
+        ));
+        // A fast quorum of five, some accepted at `t0`, without the fifth: neither a fast
+        // quorum of pre-accepts nor every voter.
+        assert!(!recoverable_from_stores(
+            &cluster(5),
+            false,
+            &votes(&[PRE, ACC, PRE, PRE])
+        ));
+        assert!(!recoverable_from_stores(
+            &cluster(3),
+            false,
+            &votes(&[PRE, ACC, PRE_LATER])
+        ));
+    }
+
+    #[test]
+    fn only_voters_and_the_electorate_count() {
+        let mut quorums = cluster(3);
+        quorums.add(4, false).expect("learner");
+        quorums.add(5, false).expect("learner");
+        // Two learners' records make no majority of accepts.
+        let learners = [(4, Status::Accepted, true), (5, Status::Accepted, true)];
+        let mut with_learners = votes(&[ACC]);
+        with_learners.extend(learners);
+        assert!(!recoverable_from_stores(&quorums, false, &with_learners));
+
+        let mut five = cluster(5);
+        five.set_electorate(Some(&[1, 2, 3]))
+            .expect("n - f members");
+        assert_eq!(five.fast_quorum(), 3);
+        assert!(recoverable_from_stores(
+            &five,
+            false,
+            &votes(&[PRE, PRE, PRE])
+        ));
+        // Pre-accepts at `t0` outside the electorate are no fast-path evidence.
+        let outside = [
+            (1, Status::PreAccepted, true),
+            (4, Status::PreAccepted, true),
+            (5, Status::PreAccepted, true),
+        ];
+        assert!(!recoverable_from_stores(&five, false, &outside));
+    }
 }

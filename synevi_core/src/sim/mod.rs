@@ -64,7 +64,7 @@
 mod checker;
 mod rng;
 
-pub use checker::Violation;
+pub use checker::{recoverable_from_stores, Violation};
 pub use rng::SimRng;
 
 use std::cmp::Reverse;
@@ -1142,8 +1142,8 @@ impl<E: Executor> Simulation<E> {
     /// Before `serial` crashes: every transaction it coordinated whose client was answered
     /// must survive losing what is not durable anywhere. Its own vote is durable there (a
     /// record that voted, or it was forgotten after every member applied it), or the stores
-    /// of all nodes hold the decision: committed or executed somewhere, accepted by a
-    /// majority, or pre-accepted at `t0` by a fast quorum. Clients are answered before the
+    /// of all nodes hold the decision ([`recoverable_from_stores`], the crash test's rule
+    /// too). Clients are answered before the
     /// coordinator's commit record is durable (`Ready::execute_early`), on the argument that
     /// the decision already is; this checks the argument at every crash. (A coordinator that
     /// voted after its PreAccepts left, when it held its own PreAccept, broke it: found by
@@ -1181,43 +1181,41 @@ impl<E: Executor> Simulation<E> {
         if missing.is_empty() {
             return Ok(());
         }
-        let (slow, fast) = match &node.core {
-            Some(core) => (core.quorums.slow_quorum(), core.quorums.fast_quorum()),
-            None => return Ok(()),
+        let Some(quorums) = node.core.as_ref().map(|core| core.quorums.clone()) else {
+            return Ok(());
         };
-        let all: Vec<StoredState> = self.nodes.values().map(load).collect::<Result<_, _>>()?;
+        let all: Vec<(Serial, StoredState)> = self
+            .nodes
+            .iter()
+            .map(|(serial, node)| Ok((*serial, load(node)?)))
+            .collect::<Result<_, Violation>>()?;
         for t0 in missing {
-            let records: Vec<&TxRecord> = all
+            let records: Vec<(Serial, &TxRecord)> = all
                 .iter()
-                .flat_map(|state| state.transactions.iter().filter(move |r| r.t0 == t0))
+                .flat_map(|(serial, state)| {
+                    state
+                        .transactions
+                        .iter()
+                        .filter(move |r| r.t0 == t0)
+                        .map(move |r| (*serial, r))
+                })
                 .collect();
-            let count = |status: Status, at_t0: bool| {
-                records
+            let decided = all.iter().any(|(_, state)| forgotten_in(state, t0))
+                || records
                     .iter()
-                    .filter(|r| r.status == status && (!at_t0 || r.t.0 == t0.0))
-                    .count()
-            };
-            let decided = all.iter().any(|state| forgotten_in(state, t0))
-                || count(Status::Committed, false) + count(Status::Applied, false) > 0;
-            // Stricter than the crash test's rule (tests/tests/crash.rs), which also accepts
-            // every node holding a vote at `t0`, some accepted there by a recovery; its proof
-            // needs every node, not a fast quorum. A violation here whose records on every
-            // node are at `t0`, some accepted, is that case: a gap in this rule, not the
-            // protocol's.
-            if !(decided
-                || count(Status::Accepted, false) >= slow
-                || count(Status::PreAccepted, true) >= fast)
-            {
+                    .any(|(_, r)| matches!(r.status, Status::Committed | Status::Applied));
+            let votes: Vec<(Serial, Status, bool)> = records
+                .iter()
+                .map(|(serial, r)| (*serial, r.status, r.t == t0.as_t()))
+                .collect();
+            if !recoverable_from_stores(&quorums, decided, &votes) {
                 return Err(Violation {
                     invariant: "durability",
                     detail: format!(
                         "node {serial} answered the client of {t0:?}, and crashes now: its own \
                          vote is not durable, and the stores do not hold the decision \
                          (records: {:?})",
-                        records
-                            .iter()
-                            .map(|r| (r.status, r.t == t0.as_t()))
-                            .collect::<Vec<_>>()
+                        votes
                     ),
                     t0s: vec![t0],
                 });
