@@ -375,6 +375,11 @@ mod tests {
             .collect()
     }
 
+    /// The rule for an undecided transaction whose stores hold `of` (see `votes`).
+    fn undecided_recoverable(quorums: &Quorums, of: &[(Status, bool)]) -> bool {
+        recoverable_from_stores(quorums, false, &votes(of))
+    }
+
     const PRE: (Status, bool) = (Status::PreAccepted, true);
     const PRE_LATER: (Status, bool) = (Status::PreAccepted, false);
     const ACC: (Status, bool) = (Status::Accepted, true);
@@ -389,62 +394,32 @@ mod tests {
     #[test]
     fn a_majority_of_accepts_is_recoverable_and_less_is_not() {
         let five = cluster(5);
-        assert!(recoverable_from_stores(
+        assert!(undecided_recoverable(&five, &[ACC, ACC_LATER, ACC_LATER]));
+        assert!(!undecided_recoverable(
             &five,
-            false,
-            &votes(&[ACC, ACC_LATER, ACC_LATER])
-        ));
-        assert!(!recoverable_from_stores(
-            &five,
-            false,
-            &votes(&[ACC_LATER, ACC_LATER, PRE_LATER])
+            &[ACC_LATER, ACC_LATER, PRE_LATER]
         ));
     }
 
     #[test]
     fn a_fast_quorum_at_t0_is_recoverable_and_a_majority_is_not() {
         let five = cluster(5);
-        assert!(recoverable_from_stores(
-            &five,
-            false,
-            &votes(&[PRE, PRE, PRE, PRE])
-        ));
-        assert!(!recoverable_from_stores(
-            &five,
-            false,
-            &votes(&[PRE, PRE, PRE, PRE_LATER])
-        ));
-        assert!(!recoverable_from_stores(
-            &cluster(3),
-            false,
-            &votes(&[PRE, PRE])
-        ));
+        assert!(undecided_recoverable(&five, &[PRE, PRE, PRE, PRE]));
+        assert!(!undecided_recoverable(&five, &[PRE, PRE, PRE, PRE_LATER]));
+        assert!(!undecided_recoverable(&cluster(3), &[PRE, PRE]));
     }
 
     #[test]
     fn every_voter_at_t0_is_recoverable_when_some_accepted_there() {
-        assert!(recoverable_from_stores(
-            &cluster(3),
-            false,
-            &votes(&[PRE, ACC, PRE])
-        ));
-        assert!(recoverable_from_stores(
+        assert!(undecided_recoverable(&cluster(3), &[PRE, ACC, PRE]));
+        assert!(undecided_recoverable(
             &cluster(5),
-            false,
-            &votes(&[PRE, ACC, PRE, ACC, PRE])
+            &[PRE, ACC, PRE, ACC, PRE]
         ));
         // A fast quorum of five, some accepted at `t0`, without the fifth: neither a fast
         // quorum of pre-accepts nor every voter.
-        assert!(!recoverable_from_stores(
-            &cluster(5),
-            false,
-            &votes(&[PRE, ACC, PRE, PRE])
-        ));
-        assert!(!recoverable_from_stores(
-            &cluster(3),
-            false,
-            &votes(&[PRE, ACC, PRE_LATER])
-        ));
+        assert!(!undecided_recoverable(&cluster(5), &[PRE, ACC, PRE, PRE]));
+        assert!(!undecided_recoverable(&cluster(3), &[PRE, ACC, PRE_LATER]));
     }
 
     #[test]
@@ -462,11 +437,7 @@ mod tests {
         five.set_electorate(Some(&[1, 2, 3]))
             .expect("n - f members");
         assert_eq!(five.fast_quorum(), 3);
-        assert!(recoverable_from_stores(
-            &five,
-            false,
-            &votes(&[PRE, PRE, PRE])
-        ));
+        assert!(undecided_recoverable(&five, &[PRE, PRE, PRE]));
         // Pre-accepts at `t0` outside the electorate are no fast-path evidence.
         let outside = [
             (1, Status::PreAccepted, true),

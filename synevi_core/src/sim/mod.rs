@@ -1181,7 +1181,7 @@ impl<E: Executor> Simulation<E> {
         if missing.is_empty() {
             return Ok(());
         }
-        let Some(quorums) = node.core.as_ref().map(|core| core.quorums.clone()) else {
+        let Some(quorums) = node.core.as_ref().map(|core| &core.quorums) else {
             return Ok(());
         };
         let all: Vec<(Serial, StoredState)> = self
@@ -1208,7 +1208,7 @@ impl<E: Executor> Simulation<E> {
                 .iter()
                 .map(|(serial, r)| (*serial, r.status, r.t == t0.as_t()))
                 .collect();
-            if !recoverable_from_stores(&quorums, decided, &votes) {
+            if !recoverable_from_stores(quorums, decided, &votes) {
                 return Err(Violation {
                     invariant: "durability",
                     detail: format!(
