@@ -320,6 +320,22 @@ fn render_node(out: &mut String, backend: &dyn KvBackend) {
         "Failed attempts to connect to a peer or keep a stream to it.",
         network.connection_failures,
     );
+    header(
+        out,
+        "synevi_network_inbound_streams_ended_total",
+        "counter",
+        "Peers' streams to this node that ended, by how: closed by a peer that shut down, \
+         or failed (a broken connection, a bad frame).",
+    );
+    for (how, value) in [
+        ("closed", network.closed_inbound_streams),
+        ("failed", network.failed_inbound_streams),
+    ] {
+        let _ = writeln!(
+            out,
+            "synevi_network_inbound_streams_ended_total{{how=\"{how}\"}} {value}"
+        );
+    }
 }
 
 fn to_u64(value: usize) -> u64 {

@@ -517,6 +517,10 @@ async fn bad_input_is_a_400_with_a_message() {
         !metrics.contains("status=\"5"),
         "no 5xx for bad input:\n{metrics}"
     );
+    assert!(
+        metrics.contains("synevi_network_inbound_streams_ended_total{how=\"failed\"} 0\n"),
+        "{metrics}"
+    );
     server.shutdown().await;
 }
 

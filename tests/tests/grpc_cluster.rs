@@ -317,8 +317,20 @@ async fn run_cluster_with(n: u16, per_node: u64, config: synevi::Config) {
             stats.dropped_queue_full + stats.dropped_disconnected
         );
     }
+    // One after another, as an application stops its nodes: each ends its streams, which
+    // the nodes still running see end rather than break (a broken one is a warning in their
+    // logs). Node `i` heard the `i` nodes before it end theirs.
     for node in &nodes {
         node.shutdown().await;
+    }
+    for (i, network) in networks.iter().enumerate() {
+        let stats = network.stats();
+        assert_eq!(stats.failed_inbound_streams, 0, "node {}: {stats:?}", i + 1);
+        assert!(
+            stats.closed_inbound_streams >= i as u64,
+            "node {}: {stats:?}",
+            i + 1
+        );
     }
 }
 

@@ -60,6 +60,9 @@ struct Inner<N: Network, E: Executor, S: Store> {
     inbox: Arc<ChannelInbox>,
     payload_bytes_max: usize,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Lets the core's thread end its runtime once the network stopped
+    /// (`workers::Workers::release`); taken by `shutdown`.
+    release_core_runtime: Mutex<Option<oneshot::Sender<()>>>,
 }
 
 /// Hands arrived envelopes to the core task without blocking the network.
@@ -135,6 +138,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
         let clock = DriverClock::new();
         let payload_bytes_max = config.payload_bytes_max;
         let network_on_core_thread = config.network_on_core_thread;
+        let (release_core_runtime, release) = oneshot::channel();
         let (tasks, core_runtime) = workers::spawn(workers::Workers {
             core,
             clock,
@@ -146,6 +150,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
             store: Arc::clone(&store),
             executor,
             status: status_sender,
+            release,
         });
         // `Config::network_on_core_thread`: the network's tasks are spawned on the runtime
         // `start` runs on. Without the core's runtime (it could not be built; the core logged
@@ -173,6 +178,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
                 inbox,
                 payload_bytes_max,
                 tasks: Mutex::new(tasks),
+                release_core_runtime: Mutex::new(Some(release_core_runtime)),
             }),
         })
     }
@@ -291,7 +297,13 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
         if self.inner.commands.send(Command::Shutdown { done }).is_ok() {
             let _ = wait.await;
         }
+        // The network stops while the core's runtime, where its tasks may run, still does.
         self.inner.network.shutdown().await;
+        if let Ok(mut release) = self.inner.release_core_runtime.lock() {
+            if let Some(release) = release.take() {
+                let _ = release.send(());
+            }
+        }
         let tasks: Vec<JoinHandle<()>> = self
             .inner
             .tasks

@@ -105,6 +105,11 @@ pub(crate) struct Workers<N: Network, E: Executor, S: Store> {
     pub store: Arc<S>,
     pub executor: Arc<E>,
     pub status: watch::Sender<NodeStatus>,
+    /// Fired (or dropped) by `Node::shutdown` once the network stopped: a core on a thread
+    /// of its own keeps its runtime, and with it the network's tasks that run there
+    /// (`Config::network_on_core_thread`), until then, so that the network ends its
+    /// streams and its server in order instead of having them dropped with the runtime.
+    pub release: oneshot::Receiver<()>,
 }
 
 /// Commits a round on the core's thread and sends its messages; returns its executions, or
@@ -270,7 +275,12 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         {
             Ok(runtime) => {
                 let _ = handle_sender.send(runtime.handle().clone());
-                runtime.block_on(core_loop(state, Duration::from_millis(drain_ms)))
+                let release = workers.release;
+                runtime.block_on(async move {
+                    core_loop(state, Duration::from_millis(drain_ms)).await;
+                    // Keeps the runtime's other tasks running until the network stopped.
+                    let _ = release.await;
+                });
             }
             Err(error) => tracing::error!(%error, "cannot start the core's runtime"),
         }

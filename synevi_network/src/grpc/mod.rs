@@ -389,6 +389,12 @@ impl Network for GrpcNetwork {
             "a node sends only as itself"
         );
         let counters = &self.shared.counters;
+        if self.shared.cancel.is_cancelled() {
+            // After shutdown the peers are gone; a node's last rounds may still send
+            // (announcements its persister releases late). Nothing is wrong: count it.
+            add(&counters.dropped_disconnected, 1);
+            return;
+        }
         let peers = self.shared.peers();
         let Some(peer) = peers.get(&envelope.to) else {
             let total = add(&counters.dropped_unknown_destination, 1);

@@ -80,41 +80,83 @@ pub(crate) fn spawn(
     }
 }
 
+/// How long a cancelled session waits for the peer to acknowledge the end of its stream
+/// (its `StreamSummary`). Ending the stream, rather than dropping the call, lets the frames
+/// already handed to tonic go out first, and tells the receiver the stream ended on purpose
+/// instead of with a broken connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// A peer that cannot be reached for this long, without a stream in between, is logged as
+/// a warning once; before that its failed attempts are only information (a cluster's nodes
+/// start one after another, and a restarting peer is down for a moment).
+const UNREACHABLE_WARN_AFTER: Duration = Duration::from_secs(10);
+
 /// Why a session (one connection and one stream) ended.
 enum SessionEnd {
     /// The network shut down or the member was replaced: stop.
     Cancelled,
     /// The queue's sender is gone: nothing more will ever be sent; stop.
     QueueClosed,
-    /// The connection or the stream failed, or the peer closed it: reconnect.
-    Failed(String),
+    /// No connection could be made: reconnect.
+    Unreachable(String),
+    /// The peer ended the stream itself, which a receiver does only when its node shuts
+    /// down: reconnect (it may be restarting).
+    PeerClosed(String),
+    /// The connection or the stream failed: reconnect.
+    Lost(String),
 }
 
 async fn run(context: PeerContext, mut outbox: Outbox, cancel: CancellationToken) {
     let peer = context.member.serial;
+    let host = &context.member.host;
     let mut backoff = Backoff::new(context.config.backoff_initial, context.config.backoff_max);
-    // Consecutive failures; the first of a streak is logged loudly, the rest quietly, so a
-    // peer that is down for an hour does not fill the log.
+    // Consecutive failures, and when the streak began: the first of a streak is logged, the
+    // rest quietly, so a peer that is down for an hour does not fill the log.
     let mut streak: u32 = 0;
+    let mut streak_began = Instant::now();
+    let mut warned_unreachable = false;
     loop {
         let started = Instant::now();
-        let reason = match session(&context, &mut outbox, &cancel).await {
-            SessionEnd::Cancelled | SessionEnd::QueueClosed => return,
-            SessionEnd::Failed(reason) => reason,
-        };
+        let end = session(&context, &mut outbox, &cancel).await;
+        if matches!(end, SessionEnd::Cancelled | SessionEnd::QueueClosed) {
+            return;
+        }
         add(&context.counters.connection_failures, 1);
         if started.elapsed() >= context.config.backoff_reset_after {
             backoff.reset();
             streak = 0;
         }
+        if streak == 0 {
+            streak_began = started;
+            warned_unreachable = false;
+        }
         streak = streak.saturating_add(1);
         let delay = backoff.next_delay();
-        if streak == 1 {
-            tracing::warn!(peer, host = %context.member.host, %reason, ?delay,
-                "lost the stream to a peer; reconnecting with back-off");
-        } else {
-            tracing::debug!(peer, host = %context.member.host, %reason, ?delay, streak,
-                "peer still unreachable");
+        match end {
+            SessionEnd::Lost(reason) if streak == 1 => {
+                tracing::warn!(peer, %host, %reason, ?delay,
+                    "lost the stream to a peer; reconnecting with back-off");
+            }
+            SessionEnd::PeerClosed(reason) => {
+                tracing::info!(peer, %host, %reason, ?delay,
+                    "the peer ended the stream (it is shutting down); reconnecting with back-off");
+            }
+            SessionEnd::Unreachable(reason) if streak == 1 => {
+                tracing::info!(peer, %host, %reason, ?delay,
+                    "cannot reach the peer (yet); retrying with back-off");
+            }
+            SessionEnd::Unreachable(reason)
+                if !warned_unreachable && streak_began.elapsed() >= UNREACHABLE_WARN_AFTER =>
+            {
+                warned_unreachable = true;
+                tracing::warn!(peer, %host, %reason, ?delay, streak,
+                    unreachable_for = ?streak_began.elapsed(),
+                    "a peer stays unreachable; still retrying with back-off");
+            }
+            SessionEnd::Unreachable(reason) | SessionEnd::Lost(reason) => {
+                tracing::debug!(peer, %host, %reason, ?delay, streak, "peer still unreachable");
+            }
+            SessionEnd::Cancelled | SessionEnd::QueueClosed => return,
         }
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -136,7 +178,9 @@ async fn session(
     };
     let channel = match connected {
         Ok(channel) => channel,
-        Err(error) => return SessionEnd::Failed(format!("cannot connect: {}", describe(&error))),
+        Err(error) => {
+            return SessionEnd::Unreachable(format!("cannot connect: {}", describe(&error)))
+        }
     };
     add(&context.counters.connections, 1);
     tracing::debug!(peer = context.member.serial, host = %context.member.host, "connected");
@@ -157,45 +201,56 @@ async fn session(
     tokio::pin!(call);
 
     loop {
-        tokio::select! {
+        let batch = tokio::select! {
             biased;
-            () = cancel.cancelled() => return SessionEnd::Cancelled,
+            () = cancel.cancelled() => break,
             ended = &mut call => return stream_ended(ended),
-            batch = outbox.next_batch() => {
-                let Some((batch, bytes)) = batch else { return SessionEnd::QueueClosed };
-                let count = batch.envelopes.len() as u64;
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return SessionEnd::Cancelled,
-                    ended = &mut call => {
-                        add(&context.counters.dropped_disconnected, count);
-                        return stream_ended(ended);
-                    }
-                    sent = frames.send(batch) => {
-                        if sent.is_err() {
-                            add(&context.counters.dropped_disconnected, count);
-                            return SessionEnd::Failed("the stream stopped taking frames".into());
-                        }
-                        add(&context.counters.envelopes_sent, count);
-                        add(&context.counters.batches_sent, 1);
-                        add(&context.counters.bytes_sent, bytes as u64);
-                    }
-                }
+            batch = outbox.next_batch() => batch,
+        };
+        let Some((batch, bytes)) = batch else {
+            return SessionEnd::QueueClosed;
+        };
+        let count = batch.envelopes.len() as u64;
+        let sent = tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                add(&context.counters.dropped_disconnected, count);
+                break;
             }
+            ended = &mut call => {
+                add(&context.counters.dropped_disconnected, count);
+                return stream_ended(ended);
+            }
+            sent = frames.send(batch) => sent,
+        };
+        if sent.is_err() {
+            add(&context.counters.dropped_disconnected, count);
+            return SessionEnd::Lost("the stream stopped taking frames".into());
         }
+        add(&context.counters.envelopes_sent, count);
+        add(&context.counters.batches_sent, 1);
+        add(&context.counters.bytes_sent, bytes as u64);
     }
+    // Cancelled: end the stream instead of dropping the call, so that the frames handed
+    // to tonic still go out and the receiver sees the stream end, not a broken connection.
+    drop(frames);
+    if tokio::time::timeout(CLOSE_GRACE, &mut call).await.is_err() {
+        tracing::debug!(peer = context.member.serial, host = %context.member.host,
+            "the peer did not acknowledge the end of the stream in time");
+    }
+    SessionEnd::Cancelled
 }
 
 fn stream_ended(ended: Result<tonic::Response<proto::StreamSummary>, tonic::Status>) -> SessionEnd {
     match ended {
         Ok(response) => {
             let summary = response.into_inner();
-            SessionEnd::Failed(format!(
-                "the peer closed the stream (it accepted {} and rejected {} envelopes)",
+            SessionEnd::PeerClosed(format!(
+                "it accepted {} and rejected {} envelopes",
                 summary.envelopes_accepted, summary.envelopes_rejected
             ))
         }
-        Err(status) => SessionEnd::Failed(format!(
+        Err(status) => SessionEnd::Lost(format!(
             "the stream failed: {:?}: {}",
             status.code(),
             status.message()

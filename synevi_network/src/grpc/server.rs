@@ -50,7 +50,10 @@ impl proto::peer_server::Peer for Receiver {
             };
             match frame {
                 Ok(Some(batch)) => self.on_batch(batch, &mut decoder, &mut tally),
-                Ok(None) => break,
+                Ok(None) => {
+                    add(&self.shared.counters.closed_inbound_streams, 1);
+                    break;
+                }
                 Err(status) => {
                     // An undecodable or oversized frame, or a broken connection: the
                     // frame is dropped, the stream ends (tonic cannot resynchronise a

@@ -26,7 +26,8 @@ pub struct GrpcStats {
     pub dropped_too_large: u64,
     /// Envelopes dropped because their destination is not a member.
     pub dropped_unknown_destination: u64,
-    /// Envelopes dropped because the stream they were handed to failed before taking them.
+    /// Envelopes dropped because the stream they were handed to failed before taking them,
+    /// or because the network had shut down.
     pub dropped_disconnected: u64,
     /// Received envelopes dropped: malformed, not addressed to this node, or from a serial
     /// that is not a member.
@@ -37,6 +38,9 @@ pub struct GrpcStats {
     /// Received streams that ended with an error (an undecodable or oversized frame, a
     /// broken connection).
     pub failed_inbound_streams: u64,
+    /// Received streams that their sender ended: it shut down, or it was replaced by a
+    /// member at another address.
+    pub closed_inbound_streams: u64,
     /// Outbound streams established to peers (first connections and reconnections).
     pub connections: u64,
     /// Failed attempts to connect to a peer or to keep a stream to it going.
@@ -57,6 +61,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_envelopes: AtomicU64,
     pub(crate) rejected_clocks: AtomicU64,
     pub(crate) failed_inbound_streams: AtomicU64,
+    pub(crate) closed_inbound_streams: AtomicU64,
     pub(crate) connections: AtomicU64,
     pub(crate) connection_failures: AtomicU64,
 }
@@ -88,6 +93,7 @@ impl Counters {
             rejected_envelopes: get(&self.rejected_envelopes),
             rejected_clocks: get(&self.rejected_clocks),
             failed_inbound_streams: get(&self.failed_inbound_streams),
+            closed_inbound_streams: get(&self.closed_inbound_streams),
             connections: get(&self.connections),
             connection_failures: get(&self.connection_failures),
         }

@@ -103,6 +103,30 @@ async fn a_restarted_peer_is_reconnected() {
     );
 }
 
+/// A network that shuts down ends its streams: the receiver sees them end, not break (no
+/// warning in its log), and what is sent after the shutdown is counted, not logged.
+#[tokio::test]
+async fn a_shutdown_ends_its_streams_instead_of_breaking_them() {
+    let (one, _one_received, one_url) = started(1, fast_config()).await;
+    let (two, mut two_received, two_url) = started(2, fast_config()).await;
+    one.add_member(member(2, &two_url)).await.expect("adds");
+    two.add_member(member(1, &one_url)).await.expect("adds");
+    one.send(numbered(1, 2, 1));
+    let first = two_received.next("the envelope before the shutdown").await;
+    assert_eq!(number_of(&first), Some(1));
+
+    one.shutdown().await;
+    let receiver = two.stats();
+    assert_eq!(receiver.closed_inbound_streams, 1, "{receiver:?}");
+    assert_eq!(receiver.failed_inbound_streams, 0, "{receiver:?}");
+
+    one.send(numbered(1, 2, 2));
+    let sender = one.stats();
+    assert_eq!(sender.dropped_disconnected, 1, "{sender:?}");
+    assert_eq!(sender.dropped_unknown_destination, 0, "{sender:?}");
+    two.shutdown().await;
+}
+
 #[tokio::test]
 async fn an_unreachable_peer_fills_only_its_own_queue() {
     let mut harness = GrpcHarness::default();
