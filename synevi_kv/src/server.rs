@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use synevi::network::GrpcNetwork;
 use synevi::persistence::{LmdbStore, MemStore};
+use synevi::types::{Member, Network};
 use synevi::{Config, Node, SyneviError, Ulid};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -302,6 +303,17 @@ async fn start_node<S: MeasuredStore>(
     store: S,
 ) -> Result<Arc<dyn KvBackend>, StartError> {
     let executor = Arc::new(KvExecutor::new());
+    // The network learns the members' addresses before the node starts: a node restarted
+    // from its store knows its members already and may send to them from its first round.
+    for peer in &settings.peers {
+        network
+            .add_member(Member {
+                node_id: peer.node_id,
+                serial: peer.serial,
+                host: peer.url.clone(),
+            })
+            .await?;
+    }
     let node = Node::with_config(
         settings.node_id,
         settings.serial,

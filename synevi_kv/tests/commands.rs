@@ -302,4 +302,14 @@ async fn cluster_command_stops_cleanly_and_brings_the_data_back() {
     );
     let (success, _) = run.interrupt().await;
     assert!(success, "exit status after Ctrl-C");
+
+    // Two clean starts and stops: nothing in the logs calls for an operator. (Nodes that
+    // start one after another cannot reach each other for a moment, and nodes that stop
+    // one after another see their peers go: both are information, not warnings.)
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    let alarming: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect();
+    assert!(alarming.is_empty(), "{alarming:#?}");
 }

@@ -186,6 +186,11 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
     /// Adds a cluster member. `ready` members vote in quorums; members added with
     /// `ready == false` only learn decisions and execute them. Membership is static: add
     /// every member on every node before submitting transactions.
+    ///
+    /// A node restarted from its store knows its members' serials already and may send to
+    /// them before this is called; a network that needs addresses drops those messages
+    /// (the protocol resends them later). Adding the members to the network before
+    /// [`Node::new`] avoids that window (`GrpcNetwork` accepts members before its start).
     pub async fn add_member(
         &self,
         id: NodeId,

@@ -97,6 +97,12 @@ enum Lifecycle {
 ///   jittered exponential back-off; each peer has its own task, so one bad peer never
 ///   holds up the others. Received envelopes that are malformed, not addressed to this
 ///   node, or from a serial that is not a member are logged and dropped.
+/// - **Members before the start.** [`Network::add_member`] may be called before
+///   [`Network::start`]: what is sent to such a member waits in its queue, and its task
+///   starts with the network. A node restarted from a store already knows its members
+///   (their serials, not their addresses) and may send from its first round: add them to
+///   the network before handing it to the node, and nothing is dropped for want of an
+///   address.
 /// - **TLS.** Optional mutual TLS ([`TlsConfig`]): off by default.
 ///
 /// ```no_run
@@ -317,6 +323,10 @@ impl Network for GrpcNetwork {
         // Set once: a network starts at most once (checked above).
         let _ = self.local_addr.set(local_addr);
         let _ = self.shared.runtime.set(tokio::runtime::Handle::current());
+        // Members added before the start: their queues may hold envelopes already.
+        for peer in self.shared.peers_mut().values_mut() {
+            peer.start(&tokio::runtime::Handle::current());
+        }
 
         let receiver = server::Receiver {
             shared: self.shared.clone(),
@@ -374,11 +384,12 @@ impl Network for GrpcNetwork {
             own_serial: self.shared.serial,
             own_node_id: self.shared.node_id,
         };
-        let handle = peer::spawn(
-            context,
-            self.shared.cancel.child_token(),
-            self.shared.runtime.get(),
-        );
+        let mut handle = peer::create(context, self.shared.cancel.child_token());
+        // Under the peers' lock, which `start` takes after setting the runtime: a member
+        // added before or while the network starts is started by one of the two.
+        if let Some(runtime) = self.shared.runtime.get() {
+            handle.start(runtime);
+        }
         peers.insert(member.serial, handle);
         Ok(())
     }
@@ -434,8 +445,7 @@ impl Network for GrpcNetwork {
         let mut lifecycle = self.lifecycle.lock().await;
         self.shared.cancel.cancel();
         let peers: Vec<PeerHandle> = self.shared.peers_mut().drain().map(|(_, p)| p).collect();
-        for peer in peers {
-            let mut task = peer.task;
+        for mut task in peers.into_iter().filter_map(|peer| peer.task) {
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
                 .is_err()

@@ -37,8 +37,11 @@ pub(crate) struct PeerHandle {
     pub(crate) queue: mpsc::Sender<Envelope>,
     /// Stops the task (a child of the network's token).
     pub(crate) cancel: CancellationToken,
-    /// The task, awaited on shutdown.
-    pub(crate) task: JoinHandle<()>,
+    /// What the task needs, while the network has not started: envelopes queue up (within
+    /// the queue's bound) until `start` runs the task.
+    waiting: Option<Box<(PeerContext, Outbox)>>,
+    /// The task draining the queue, once running; awaited on shutdown.
+    pub(crate) task: Option<JoinHandle<()>>,
 }
 
 /// What a peer's task needs to know.
@@ -51,13 +54,8 @@ pub(crate) struct PeerContext {
     pub(crate) own_node_id: Ulid,
 }
 
-/// Creates the peer's queue and starts its task, on `runtime` if given (the network's, see
-/// `Shared::runtime`), else on the caller's.
-pub(crate) fn spawn(
-    context: PeerContext,
-    cancel: CancellationToken,
-    runtime: Option<&tokio::runtime::Handle>,
-) -> PeerHandle {
+/// Creates the peer's queue; its task runs once [`PeerHandle::start`] is called.
+pub(crate) fn create(context: PeerContext, cancel: CancellationToken) -> PeerHandle {
     let (queue, receiver) = mpsc::channel(context.config.queue_envelopes_max);
     let member = context.member.clone();
     let outbox = Outbox {
@@ -68,15 +66,24 @@ pub(crate) fn spawn(
         counters: context.counters.clone(),
         peer: context.member.serial,
     };
-    let task = match runtime {
-        Some(runtime) => runtime.spawn(run(context, outbox, cancel.clone())),
-        None => tokio::spawn(run(context, outbox, cancel.clone())),
-    };
     PeerHandle {
         member,
         queue,
         cancel,
-        task,
+        waiting: Some(Box::new((context, outbox))),
+        task: None,
+    }
+}
+
+impl PeerHandle {
+    /// Runs the peer's task on `runtime` (the network's, see `Shared::runtime`), unless it
+    /// runs already.
+    pub(crate) fn start(&mut self, runtime: &tokio::runtime::Handle) {
+        if let Some(waiting) = self.waiting.take() {
+            let (context, outbox) = *waiting;
+            let task = runtime.spawn(run(context, outbox, self.cancel.clone()));
+            self.task = Some(task);
+        }
     }
 }
 
@@ -259,7 +266,7 @@ fn stream_ended(ended: Result<tonic::Response<proto::StreamSummary>, tonic::Stat
 }
 
 /// The receiving end of a peer's queue, turning queued envelopes into frames.
-struct Outbox {
+pub(crate) struct Outbox {
     queue: mpsc::Receiver<Envelope>,
     /// An envelope taken from the queue that did not fit into the previous frame, with its
     /// size and clock; it opens the next one, so the order on the link is kept.

@@ -103,6 +103,30 @@ async fn a_restarted_peer_is_reconnected() {
     );
 }
 
+/// A member may be added before the network starts (a node restarted from its store may
+/// send before its application added the members): what is sent to it meanwhile waits in
+/// its queue, and goes out once the network starts.
+#[tokio::test]
+async fn envelopes_for_a_member_added_before_the_start_wait_for_it() {
+    let (two, mut two_received, two_url) = node_2_knowing_node_1(fast_config()).await;
+    let one = GrpcNetwork::with_config(any_port(), String::new(), Ulid::new(), 1, fast_config())
+        .expect("a valid configuration");
+    one.add_member(member(2, &two_url))
+        .await
+        .expect("adds before the start");
+    one.send(numbered(1, 2, 1));
+    let before = one.stats();
+    assert_eq!(before.dropped_unknown_destination, 0, "{before:?}");
+    assert_eq!(before.envelopes_sent, 0, "nothing leaves before the start");
+
+    let (inbox, _one_received) = channel_inbox();
+    one.start(Arc::new(inbox)).await.expect("starts");
+    let first = two_received.next("the envelope sent before the start").await;
+    assert_eq!(number_of(&first), Some(1));
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
 /// A network that shuts down ends its streams: the receiver sees them end, not break (no
 /// warning in its log), and what is sent after the shutdown is counted, not logged.
 #[tokio::test]
