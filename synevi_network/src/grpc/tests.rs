@@ -121,7 +121,9 @@ async fn envelopes_for_a_member_added_before_the_start_wait_for_it() {
 
     let (inbox, _one_received) = channel_inbox();
     one.start(Arc::new(inbox)).await.expect("starts");
-    let first = two_received.next("the envelope sent before the start").await;
+    let first = two_received
+        .next("the envelope sent before the start")
+        .await;
     assert_eq!(number_of(&first), Some(1));
     one.shutdown().await;
     two.shutdown().await;
