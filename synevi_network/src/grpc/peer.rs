@@ -117,58 +117,107 @@ async fn run(context: PeerContext, mut outbox: Outbox, cancel: CancellationToken
     let peer = context.member.serial;
     let host = &context.member.host;
     let mut backoff = Backoff::new(context.config.backoff_initial, context.config.backoff_max);
-    // Consecutive failures, and when the streak began: the first of a streak is logged, the
-    // rest quietly, so a peer that is down for an hour does not fill the log.
-    let mut streak: u32 = 0;
-    let mut streak_began = Instant::now();
-    let mut warned_unreachable = false;
+    let mut streak = Streak::new(Instant::now());
     loop {
         let started = Instant::now();
         let end = session(&context, &mut outbox, &cancel).await;
-        if matches!(end, SessionEnd::Cancelled | SessionEnd::QueueClosed) {
-            return;
-        }
+        let (kind, reason) = match end {
+            SessionEnd::Cancelled | SessionEnd::QueueClosed => return,
+            SessionEnd::Unreachable(reason) => (Failure::Unreachable, reason),
+            SessionEnd::PeerClosed(reason) => (Failure::PeerClosed, reason),
+            SessionEnd::Lost(reason) => (Failure::Lost, reason),
+        };
         add(&context.counters.connection_failures, 1);
-        if started.elapsed() >= context.config.backoff_reset_after {
+        let healthy = started.elapsed() >= context.config.backoff_reset_after;
+        if healthy {
             backoff.reset();
-            streak = 0;
         }
-        if streak == 0 {
-            streak_began = started;
-            warned_unreachable = false;
-        }
-        streak = streak.saturating_add(1);
         let delay = backoff.next_delay();
-        match end {
-            SessionEnd::Lost(reason) if streak == 1 => {
-                tracing::warn!(peer, %host, %reason, ?delay,
-                    "lost the stream to a peer; reconnecting with back-off");
+        let report = streak.record(kind, started, healthy, Instant::now());
+        let count = streak.count;
+        match report {
+            Report::Quiet => {
+                tracing::debug!(peer, %host, %reason, ?delay, streak = count,
+                    "peer still unreachable");
             }
-            SessionEnd::PeerClosed(reason) => {
-                tracing::info!(peer, %host, %reason, ?delay,
-                    "the peer ended the stream (it is shutting down); reconnecting with back-off");
-            }
-            SessionEnd::Unreachable(reason) if streak == 1 => {
-                tracing::info!(peer, %host, %reason, ?delay,
-                    "cannot reach the peer (yet); retrying with back-off");
-            }
-            SessionEnd::Unreachable(reason)
-                if !warned_unreachable && streak_began.elapsed() >= UNREACHABLE_WARN_AFTER =>
-            {
-                warned_unreachable = true;
-                tracing::warn!(peer, %host, %reason, ?delay, streak,
-                    unreachable_for = ?streak_began.elapsed(),
+            Report::Loud => match kind {
+                Failure::Lost => tracing::warn!(peer, %host, %reason, ?delay,
+                    "lost the stream to a peer; reconnecting with back-off"),
+                Failure::PeerClosed => tracing::info!(peer, %host, %reason, ?delay,
+                    "the peer ended the stream (it is shutting down); reconnecting with back-off"),
+                Failure::Unreachable => tracing::info!(peer, %host, %reason, ?delay,
+                    "cannot reach the peer (yet); retrying with back-off"),
+            },
+            Report::StillUnreachable => {
+                tracing::warn!(peer, %host, %reason, ?delay, streak = count,
+                    unreachable_for = ?streak.began.elapsed(),
                     "a peer stays unreachable; still retrying with back-off");
             }
-            SessionEnd::Unreachable(reason) | SessionEnd::Lost(reason) => {
-                tracing::debug!(peer, %host, %reason, ?delay, streak, "peer still unreachable");
-            }
-            SessionEnd::Cancelled | SessionEnd::QueueClosed => return,
         }
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// How a session failed, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Unreachable,
+    PeerClosed,
+    Lost,
+}
+
+/// What to log about a failed session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// The first failure of a streak: a warning for a lost stream, information for a peer
+    /// that ended its stream or cannot be reached (yet).
+    Loud,
+    /// A peer unreachable for [`UNREACHABLE_WARN_AFTER`]: a warning, once a streak.
+    StillUnreachable,
+    /// Anything else: debug only, so a peer that is down for an hour does not fill the log.
+    Quiet,
+}
+
+/// A peer's consecutive failed sessions.
+struct Streak {
+    /// Failures so far.
+    count: u32,
+    /// When the streak's first session began.
+    began: Instant,
+    /// Whether the streak already warned that the peer stays unreachable.
+    warned: bool,
+}
+
+impl Streak {
+    fn new(now: Instant) -> Streak {
+        Streak {
+            count: 0,
+            began: now,
+            warned: false,
+        }
+    }
+
+    /// Records a session that began at `started` and failed as `kind` at `now`; `healthy`:
+    /// it lasted long enough to end the streak before it (`backoff_reset_after`).
+    fn record(&mut self, kind: Failure, started: Instant, healthy: bool, now: Instant) -> Report {
+        if healthy || self.count == 0 {
+            *self = Streak::new(started);
+        }
+        self.count = self.count.saturating_add(1);
+        if self.count == 1 || kind == Failure::PeerClosed {
+            return Report::Loud;
+        }
+        if kind == Failure::Unreachable
+            && !self.warned
+            && now.saturating_duration_since(self.began) >= UNREACHABLE_WARN_AFTER
+        {
+            self.warned = true;
+            return Report::StillUnreachable;
+        }
+        Report::Quiet
     }
 }
 
@@ -404,6 +453,66 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_streak_reports_its_first_failure_and_a_long_unreachability_once() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut streak = Streak::new(start);
+        // Nodes start one after another: the first refused connect is information.
+        let first = streak.record(Failure::Unreachable, at(0), false, at(1));
+        assert_eq!(first, Report::Loud);
+        assert_eq!(
+            streak.record(Failure::Unreachable, at(50), false, at(51)),
+            Report::Quiet
+        );
+        let long = UNREACHABLE_WARN_AFTER.as_millis() as u64;
+        assert_eq!(
+            streak.record(Failure::Unreachable, at(long), false, at(long + 1)),
+            Report::StillUnreachable
+        );
+        assert_eq!(
+            streak.record(Failure::Unreachable, at(2 * long), false, at(2 * long)),
+            Report::Quiet,
+            "once a streak"
+        );
+        // A healthy session ends the streak: its loss is loud again, and the retries after
+        // it quiet until the peer stays away for long.
+        let up = 3 * long;
+        assert_eq!(
+            streak.record(Failure::Lost, at(up), true, at(up + 5_000)),
+            Report::Loud
+        );
+        assert_eq!(
+            streak.record(Failure::Unreachable, at(up + 5_050), false, at(up + 5_051)),
+            Report::Quiet
+        );
+        assert_eq!(
+            streak.record(Failure::Unreachable, at(up + long), false, at(up + long)),
+            Report::StillUnreachable,
+            "counted from the session that began the streak"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_ends_its_stream_is_reported_each_time() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut streak = Streak::new(start);
+        assert_eq!(
+            streak.record(Failure::PeerClosed, at(0), true, at(2_000)),
+            Report::Loud
+        );
+        assert_eq!(
+            streak.record(Failure::Unreachable, at(2_050), false, at(2_051)),
+            Report::Quiet,
+            "its restart is not news"
+        );
+        assert_eq!(
+            streak.record(Failure::PeerClosed, at(2_100), false, at(2_200)),
+            Report::Loud
+        );
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_and_resets() {
