@@ -216,4 +216,33 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes (a payload from a buggy or foreign peer, or a damaged store)
+        /// decode to a transaction or to an error: never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = KvTx::from_bytes(bytes);
+        }
+
+        /// Valid transactions with a few bytes changed never panic, and whatever still
+        /// decodes encodes to bytes that decode to it again.
+        #[test]
+        fn corrupted_transactions_never_panic(
+            kind in 0..all_kinds().len(),
+            flips in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                1..4,
+            ),
+        ) {
+            let mut bytes = all_kinds()[kind].as_bytes();
+            for (index, value) in flips {
+                let at = index.index(bytes.len());
+                bytes[at] = value;
+            }
+            if let Ok(decoded) = KvTx::from_bytes(bytes) {
+                proptest::prop_assert_eq!(KvTx::from_bytes(decoded.as_bytes()), Ok(decoded));
+            }
+        }
+    }
 }
