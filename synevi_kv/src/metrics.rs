@@ -296,46 +296,39 @@ fn render_node(out: &mut String, backend: &dyn KvBackend) {
         "Protocol envelopes received over gRPC.",
         network.envelopes_received,
     );
-    header(
+    series(
         out,
         "synevi_network_envelopes_dropped_total",
         "counter",
         "Protocol envelopes dropped by the network, by reason (the protocol retries).",
+        &[
+            ("reason=\"queue_full\"", network.dropped_queue_full),
+            ("reason=\"too_large\"", network.dropped_too_large),
+            (
+                "reason=\"unknown_destination\"",
+                network.dropped_unknown_destination,
+            ),
+            ("reason=\"disconnected\"", network.dropped_disconnected),
+            ("reason=\"rejected\"", network.rejected_envelopes),
+        ],
     );
-    for (reason, value) in [
-        ("queue_full", network.dropped_queue_full),
-        ("too_large", network.dropped_too_large),
-        ("unknown_destination", network.dropped_unknown_destination),
-        ("disconnected", network.dropped_disconnected),
-        ("rejected", network.rejected_envelopes),
-    ] {
-        let _ = writeln!(
-            out,
-            "synevi_network_envelopes_dropped_total{{reason=\"{reason}\"}} {value}"
-        );
-    }
     counter(
         out,
         "synevi_network_connection_failures_total",
         "Failed attempts to connect to a peer or keep a stream to it.",
         network.connection_failures,
     );
-    header(
+    series(
         out,
         "synevi_network_inbound_streams_ended_total",
         "counter",
         "Peers' streams to this node that ended, by how: closed by a peer that shut down, \
          or failed (a broken connection, a bad frame).",
+        &[
+            ("how=\"closed\"", network.closed_inbound_streams),
+            ("how=\"failed\"", network.failed_inbound_streams),
+        ],
     );
-    for (how, value) in [
-        ("closed", network.closed_inbound_streams),
-        ("failed", network.failed_inbound_streams),
-    ] {
-        let _ = writeln!(
-            out,
-            "synevi_network_inbound_streams_ended_total{{how=\"{how}\"}} {value}"
-        );
-    }
 }
 
 fn to_u64(value: usize) -> u64 {
@@ -354,7 +347,12 @@ fn counter(out: &mut String, name: &str, help: &str, value: u64) {
 
 /// A gauge with optional label sets (`""` for none).
 fn gauge(out: &mut String, name: &str, help: &str, values: &[(&str, u64)]) {
-    header(out, name, "gauge", help);
+    series(out, name, "gauge", help, values);
+}
+
+/// A metric of `kind` with one sample per label set (`""` for none).
+fn series(out: &mut String, name: &str, kind: &str, help: &str, values: &[(&str, u64)]) {
+    header(out, name, kind, help);
     for (labels, value) in values {
         if labels.is_empty() {
             let _ = writeln!(out, "{name} {value}");

@@ -322,10 +322,11 @@ impl Network for GrpcNetwork {
         })?;
         // Set once: a network starts at most once (checked above).
         let _ = self.local_addr.set(local_addr);
-        let _ = self.shared.runtime.set(tokio::runtime::Handle::current());
+        let runtime = tokio::runtime::Handle::current();
+        let _ = self.shared.runtime.set(runtime.clone());
         // Members added before the start: their queues may hold envelopes already.
         for peer in self.shared.peers_mut().values_mut() {
-            peer.start(&tokio::runtime::Handle::current());
+            peer.start(&runtime);
         }
 
         let receiver = server::Receiver {

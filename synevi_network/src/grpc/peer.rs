@@ -38,7 +38,8 @@ pub(crate) struct PeerHandle {
     /// Stops the task (a child of the network's token).
     pub(crate) cancel: CancellationToken,
     /// What the task needs, while the network has not started: envelopes queue up (within
-    /// the queue's bound) until `start` runs the task.
+    /// the queue's bound) until `start` runs the task. Exactly one of `waiting` and `task`
+    /// is set.
     waiting: Option<Box<(PeerContext, Outbox)>>,
     /// The task draining the queue, once running; awaited on shutdown.
     pub(crate) task: Option<JoinHandle<()>>,
@@ -79,6 +80,10 @@ impl PeerHandle {
     /// Runs the peer's task on `runtime` (the network's, see `Shared::runtime`), unless it
     /// runs already.
     pub(crate) fn start(&mut self, runtime: &tokio::runtime::Handle) {
+        debug_assert!(
+            self.waiting.is_some() != self.task.is_some(),
+            "a peer's task is either waiting or running"
+        );
         if let Some(waiting) = self.waiting.take() {
             let (context, outbox) = *waiting;
             let task = runtime.spawn(run(context, outbox, self.cancel.clone()));
@@ -104,13 +109,8 @@ enum SessionEnd {
     Cancelled,
     /// The queue's sender is gone: nothing more will ever be sent; stop.
     QueueClosed,
-    /// No connection could be made: reconnect.
-    Unreachable(String),
-    /// The peer ended the stream itself, which a receiver does only when its node shuts
-    /// down: reconnect (it may be restarting).
-    PeerClosed(String),
-    /// The connection or the stream failed: reconnect.
-    Lost(String),
+    /// The session failed, how and why: reconnect.
+    Failed(Failure, String),
 }
 
 async fn run(context: PeerContext, mut outbox: Outbox, cancel: CancellationToken) {
@@ -120,12 +120,9 @@ async fn run(context: PeerContext, mut outbox: Outbox, cancel: CancellationToken
     let mut streak = Streak::new(Instant::now());
     loop {
         let started = Instant::now();
-        let end = session(&context, &mut outbox, &cancel).await;
-        let (kind, reason) = match end {
+        let (kind, reason) = match session(&context, &mut outbox, &cancel).await {
             SessionEnd::Cancelled | SessionEnd::QueueClosed => return,
-            SessionEnd::Unreachable(reason) => (Failure::Unreachable, reason),
-            SessionEnd::PeerClosed(reason) => (Failure::PeerClosed, reason),
-            SessionEnd::Lost(reason) => (Failure::Lost, reason),
+            SessionEnd::Failed(kind, reason) => (kind, reason),
         };
         add(&context.counters.connection_failures, 1);
         let healthy = started.elapsed() >= context.config.backoff_reset_after;
@@ -161,11 +158,15 @@ async fn run(context: PeerContext, mut outbox: Outbox, cancel: CancellationToken
     }
 }
 
-/// How a session failed, for the log.
+/// How a session failed, which decides how loudly it is logged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
+    /// No connection could be made.
     Unreachable,
+    /// The peer ended the stream itself, which a receiver does only when its node shuts
+    /// down (it may be restarting).
     PeerClosed,
+    /// The connection or the stream failed.
     Lost,
 }
 
@@ -235,7 +236,10 @@ async fn session(
     let channel = match connected {
         Ok(channel) => channel,
         Err(error) => {
-            return SessionEnd::Unreachable(format!("cannot connect: {}", describe(&error)))
+            return SessionEnd::Failed(
+                Failure::Unreachable,
+                format!("cannot connect: {}", describe(&error)),
+            )
         }
     };
     add(&context.counters.connections, 1);
@@ -281,7 +285,7 @@ async fn session(
         };
         if sent.is_err() {
             add(&context.counters.dropped_disconnected, count);
-            return SessionEnd::Lost("the stream stopped taking frames".into());
+            return SessionEnd::Failed(Failure::Lost, "the stream stopped taking frames".into());
         }
         add(&context.counters.envelopes_sent, count);
         add(&context.counters.batches_sent, 1);
@@ -301,16 +305,22 @@ fn stream_ended(ended: Result<tonic::Response<proto::StreamSummary>, tonic::Stat
     match ended {
         Ok(response) => {
             let summary = response.into_inner();
-            SessionEnd::PeerClosed(format!(
-                "it accepted {} and rejected {} envelopes",
-                summary.envelopes_accepted, summary.envelopes_rejected
-            ))
+            SessionEnd::Failed(
+                Failure::PeerClosed,
+                format!(
+                    "it accepted {} and rejected {} envelopes",
+                    summary.envelopes_accepted, summary.envelopes_rejected
+                ),
+            )
         }
-        Err(status) => SessionEnd::Lost(format!(
-            "the stream failed: {:?}: {}",
-            status.code(),
-            status.message()
-        )),
+        Err(status) => SessionEnd::Failed(
+            Failure::Lost,
+            format!(
+                "the stream failed: {:?}: {}",
+                status.code(),
+                status.message()
+            ),
+        ),
     }
 }
 

@@ -45,6 +45,8 @@ impl proto::peer_server::Peer for Receiver {
         loop {
             let frame = tokio::select! {
                 biased;
+                // The only way this side ends a stream: its sender reads the summary as
+                // this node shutting down (`peer::Failure::PeerClosed`).
                 () = self.cancel.cancelled() => break,
                 frame = frames.message() => frame,
             };
