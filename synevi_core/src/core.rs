@@ -96,6 +96,35 @@ impl TxState {
     }
 }
 
+/// The form in which the store keeps `record`: a pre-accepted record without its deps.
+///
+/// Nothing reads a replica's pre-accepted deps back after a restart. Recovery answers with
+/// deps computed afresh already (`recover_ok`), and a retransmitted PreAccept is answered
+/// with the deps [`Core::restore`] computes again from the restored transactions: every
+/// transaction this replica knew when it first answered was durable before that answer left
+/// (a round's messages leave after its commit), so the fresh deps hold every one of the
+/// first answer's that is still active (one forgotten since is applied everywhere, which
+/// deps may leave out), and a larger answer is as sound as the first, as recovery's is.
+/// The first answer's deps are the coordinator's and are not needed here: a restarted
+/// coordinator does not resume its PreAccept round. Deps that are accepted or committed
+/// are what recovery and execution rely on, and are stored. Under contention the deps are
+/// most of a record (about 140 of them with one hot key and 256 clients on 5 nodes), and a
+/// record is written as pre-accepted and again as committed.
+fn stored_form(record: &TxRecord) -> TxRecord {
+    if record.status != Status::PreAccepted {
+        return record.clone();
+    }
+    TxRecord {
+        t0: record.t0,
+        status: record.status,
+        t: record.t,
+        deps: Deps::new(),
+        promised: record.promised,
+        accepted: record.accepted,
+        body: record.body.clone(),
+    }
+}
+
 /// One node's protocol state machine. See the crate docs for the step → effects loop.
 pub struct Core {
     pub(crate) serial: Serial,
@@ -312,6 +341,23 @@ impl Core {
                     ..TxState::new(record)
                 },
             );
+        }
+        // Pre-accepted records are stored without their deps (`stored_form`): compute them
+        // again, now that every restored transaction is indexed.
+        let pre_accepted: Vec<T0> = core
+            .txs
+            .iter()
+            .filter(|(_, state)| state.record.status == Status::PreAccepted)
+            .map(|(t0, _)| *t0)
+            .collect();
+        for t0 in pre_accepted {
+            let deps = match core.txs.get(&t0).and_then(TxState::keys) {
+                Some(keys) => core.conflicts.deps(keys, t0.0, t0),
+                None => continue,
+            };
+            if let Some(state) = core.txs.get_mut(&t0) {
+                state.record.deps = deps;
+            }
         }
         // The graph must know what is done before it orders what is not.
         let done: Vec<T0> = core
@@ -575,7 +621,10 @@ impl Core {
         self.release_held();
         for t0 in std::mem::take(&mut self.dirty) {
             if let Some(state) = self.txs.get(&t0) {
-                self.ready.persist.transactions.push(state.record.clone());
+                self.ready
+                    .persist
+                    .transactions
+                    .push(stored_form(&state.record));
             }
         }
         if self.clock.high() > self.meta.clock_floor {

@@ -644,7 +644,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use synevi_types::{Bytes, Envelope, Keys, Timestamp, TxBody};
+    use synevi_types::{Bytes, Envelope, Keys, StoredState, Timestamp, TxBody};
 
     use super::*;
     use crate::core::at;
@@ -717,6 +717,65 @@ mod tests {
         cores[1].tick(at(12 + window_ms));
         second.extend(answers(&mut cores[1]));
         (cores, [c, d], second)
+    }
+
+    /// A pre-accepted record is stored without its deps, and a node restored from it
+    /// answers a retransmitted PreAccept with deps computed again: they still hold the
+    /// conflicting transaction the first answer named.
+    #[test]
+    fn pre_accepted_deps_are_not_stored_and_come_back_on_restart() {
+        let mut cores = three_cores(0);
+        let a = cores[0].submit(at(0), hot(1));
+        let to_a = pre_accept_to(&mut cores[0], 2);
+        let b = cores[2].submit(at(1), hot(2));
+        let to_b = pre_accept_to(&mut cores[2], 2);
+        let mut stored = StoredState::default();
+        let mut first_answer = None;
+        for envelope in [to_a, to_b.clone()] {
+            cores[1].receive(at(2), envelope);
+            let ready = cores[1].take_ready();
+            for message in ready.messages {
+                if let Message::PreAcceptOk(ok) = message.message {
+                    if ok.t0 == b {
+                        first_answer = Some(ok.deps);
+                    }
+                }
+            }
+            stored.transactions.retain(|record| {
+                ready
+                    .persist
+                    .transactions
+                    .iter()
+                    .all(|new| new.t0 != record.t0)
+            });
+            stored.transactions.extend(ready.persist.transactions);
+            stored.meta = ready.persist.meta.or(stored.meta);
+        }
+        assert_eq!(first_answer.as_ref().map(Deps::as_slice), Some(&[a][..]));
+        for record in &stored.transactions {
+            assert_eq!(record.status, Status::PreAccepted);
+            assert!(record.deps.is_empty(), "stored with deps: {record:?}");
+        }
+        let node_id = stored.meta.as_ref().expect("metadata stored").node_id;
+        let mut restored =
+            Core::restore(node_id, 2, Config::default(), 2, stored).expect("restores");
+        assert_eq!(restored.txs[&b].record.deps.as_slice(), &[a]);
+        restored.take_ready();
+        restored.receive(at(3), to_b);
+        let again: Vec<Deps> = restored
+            .take_ready()
+            .messages
+            .into_iter()
+            .filter_map(|envelope| match envelope.message {
+                Message::PreAcceptOk(ok) if ok.t0 == b => Some(ok.deps),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(again.len(), 1, "answered again once");
+        assert!(
+            again[0].contains(&a),
+            "the restored answer lost a dep: {again:?}"
+        );
     }
 
     #[test]

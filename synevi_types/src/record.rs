@@ -48,7 +48,9 @@ pub struct TxRecord {
     pub status: Status,
     /// The replica's `t`: pre-accepted, accepted or committed, per `status`.
     pub t: T,
-    /// The deps for that `t`.
+    /// The deps for that `t`. Empty in the form a store keeps of a [`Status::PreAccepted`]
+    /// record: nothing needs a replica's pre-accepted deps after a restart, and the core
+    /// computes them again when it restores the record.
     pub deps: Deps,
     /// Highest ballot promised; messages with lower ballots are refused.
     pub promised: Ballot,

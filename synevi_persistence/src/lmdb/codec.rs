@@ -16,7 +16,9 @@ use synevi_types::{Serial, Timestamp, T0};
 /// 2: deps in records as the compact varint list of `synevi_types::encode_t0s`.
 /// 3: `NodeMeta::applied_recorded_through` (records of executed transactions may say
 /// committed; a version-2 build would execute them again).
-pub(crate) const FORMAT_VERSION: u32 = 3;
+/// 4: pre-accepted records without their deps (the core computes them again on restart; a
+/// version-3 build would answer a retransmitted PreAccept with none).
+pub(crate) const FORMAT_VERSION: u32 = 4;
 
 /// Opens the format record; foreign data almost never starts with it.
 const FORMAT_MAGIC: &[u8; 12] = b"synevi-store";
