@@ -304,7 +304,8 @@ async fn start_node<S: MeasuredStore>(
 ) -> Result<Arc<dyn KvBackend>, StartError> {
     let executor = Arc::new(KvExecutor::new());
     // The network learns the members' addresses before the node starts: a node restarted
-    // from its store knows its members already and may send to them from its first round.
+    // from its store knows its members already, and what it sends them from its first round
+    // waits in the node only until `add_member` below.
     for peer in &settings.peers {
         network
             .add_member(Member {

@@ -18,6 +18,8 @@ struct HubInner {
     state: Mutex<HubState>,
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Of those, the ones for a serial the sender had not added ([`LocalHub::require_members`]).
+    dropped_unknown: AtomicU64,
 }
 
 #[derive(Default)]
@@ -25,6 +27,10 @@ struct HubState {
     inboxes: HashMap<Serial, Arc<dyn Inbox>>,
     /// Links `(from, to)` that drop everything.
     cut: BTreeSet<(Serial, Serial)>,
+    /// Set by [`LocalHub::require_members`].
+    require_members: bool,
+    /// Per node, the serials it added with `add_member` since it last shut down.
+    members: HashMap<Serial, BTreeSet<Serial>>,
 }
 
 impl LocalHub {
@@ -67,6 +73,21 @@ impl LocalHub {
     /// Restores every cut link.
     pub fn heal(&self) {
         self.lock().cut.clear();
+    }
+
+    /// From now on every running endpoint drops (and counts, [`LocalHub::dropped_unknown`])
+    /// the envelopes for a serial it was not given through `add_member` since it last shut
+    /// down,
+    /// as a network that needs members' addresses does (`GrpcNetwork`). Without it, an
+    /// endpoint reaches every node running on the hub.
+    pub fn require_members(&self) {
+        self.lock().require_members = true;
+    }
+
+    /// Envelopes dropped so far because the sender had not added their destination (only
+    /// with [`LocalHub::require_members`]); also counted in [`LocalHub::dropped`].
+    pub fn dropped_unknown(&self) -> u64 {
+        self.inner.dropped_unknown.load(Ordering::Relaxed)
     }
 
     /// Envelopes delivered so far.
@@ -115,6 +136,12 @@ impl Network for LocalNetwork {
                 member.serial
             )));
         }
+        self.hub
+            .lock()
+            .members
+            .entry(self.serial)
+            .or_default()
+            .insert(member.serial);
         Ok(())
     }
 
@@ -122,7 +149,21 @@ impl Network for LocalNetwork {
         debug_assert_eq!(envelope.from, self.serial, "a node sends only as itself");
         let inbox = {
             let state = self.hub.lock();
-            if state.cut.contains(&(envelope.from, envelope.to)) {
+            // A node's envelopes after its shutdown (a drain's last rounds) are not checked.
+            let running = state.inboxes.contains_key(&self.serial);
+            let unknown = state.require_members
+                && running
+                && !state
+                    .members
+                    .get(&self.serial)
+                    .is_some_and(|members| members.contains(&envelope.to));
+            if unknown {
+                self.hub
+                    .inner
+                    .dropped_unknown
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            } else if state.cut.contains(&(envelope.from, envelope.to)) {
                 None
             } else {
                 state.inboxes.get(&envelope.to).cloned()
@@ -141,7 +182,9 @@ impl Network for LocalNetwork {
     }
 
     async fn shutdown(&self) {
-        self.hub.lock().inboxes.remove(&self.serial);
+        let mut state = self.hub.lock();
+        state.inboxes.remove(&self.serial);
+        state.members.remove(&self.serial);
     }
 }
 
@@ -165,6 +208,43 @@ mod tests {
             message: Message::Inquire(Inquire { t0s: vec![] }),
             clock: Timestamp::ZERO,
         }
+    }
+
+    #[tokio::test]
+    async fn with_members_required_only_added_members_are_reached() {
+        let hub = LocalHub::new();
+        let (a, b) = (hub.network(1), hub.network(2));
+        let inbox = Arc::new(Collect(Mutex::new(Vec::new())));
+        b.start(inbox.clone()).await.expect("starts");
+        a.start(Arc::new(Collect(Mutex::new(Vec::new()))))
+            .await
+            .expect("starts");
+        a.send(envelope(1, 2));
+        hub.require_members();
+        a.send(envelope(1, 2));
+        assert_eq!((hub.delivered(), hub.dropped_unknown()), (1, 1));
+        let member = Member {
+            node_id: synevi_types::Ulid::new(),
+            serial: 2,
+            host: "local:2".into(),
+        };
+        a.add_member(member.clone()).await.expect("adds");
+        a.send(envelope(1, 2));
+        assert_eq!((hub.delivered(), hub.dropped_unknown()), (2, 1));
+        // A shutdown forgets the members: a restarted endpoint must add them again. While
+        // stopped, membership is not checked (what a draining node sends still arrives).
+        a.shutdown().await;
+        a.send(envelope(1, 2));
+        assert_eq!((hub.delivered(), hub.dropped_unknown()), (3, 1));
+        a.start(Arc::new(Collect(Mutex::new(Vec::new()))))
+            .await
+            .expect("starts again");
+        a.send(envelope(1, 2));
+        assert_eq!((hub.delivered(), hub.dropped_unknown()), (3, 2));
+        a.add_member(member).await.expect("adds again");
+        a.send(envelope(1, 2));
+        assert_eq!((hub.delivered(), hub.dropped_unknown()), (4, 2));
+        assert_eq!(hub.dropped(), 2);
     }
 
     #[tokio::test]

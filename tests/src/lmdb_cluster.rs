@@ -142,11 +142,13 @@ impl LmdbCluster {
     }
 
     /// Like [`LmdbCluster::start_node`], but adds the members only after the node published
-    /// its first status, that is after its first round ran on the restored state (timers
-    /// armed on restore fire then). An application that learns its peers from elsewhere
-    /// (discovery, configuration service) starts its node this way; nothing in the API
-    /// says members must be added before the node runs. The store must hold applied
-    /// transactions (the first status is recognised by its applied count).
+    /// a status that shows its restored state and a protocol message sent since the restart
+    /// (timers armed on restore fire in its first rounds), that is after it has sent to
+    /// members it knows from its store but has not been given again. An application that
+    /// learns its peers from elsewhere (discovery, configuration service) starts its node
+    /// this way; nothing in the API says members must be added before the node runs. The
+    /// store must hold applied transactions (the first status is recognised by its applied
+    /// count) and the node must have something to send (a commit it still owes a member).
     pub async fn start_node_with_late_members(
         &mut self,
         serial: Serial,
@@ -173,14 +175,27 @@ impl LmdbCluster {
         )
         .await?;
         if late_members {
-            // The first status shows the restored applied count: the first round ran.
+            // The restored applied count shows the first round ran; a message sent, that the
+            // node tried to reach a member it was not given again. Its envelope left the core
+            // with the round, and reaches the outbox (held) or the network (dropped there)
+            // once the round is durable, which no status announces: polled.
             let mut status = node.watch_status();
-            let first_round = status.wait_for(|status| status.applied_count > 0);
+            let first_round = async {
+                status
+                    .wait_for(|status| status.applied_count > 0 && status.stats.messages_sent > 0)
+                    .await
+                    .map(|_| ())?;
+                while node.held_envelopes() == 0 && self.hub.dropped_unknown() == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok::<(), tokio::sync::watch::error::RecvError>(())
+            };
             let waited = tokio::time::timeout(FIRST_ROUND_WAIT_MAX, first_round).await;
             assert!(
                 matches!(waited, Ok(Ok(_))),
-                "node {serial} published no status with its restored applied count within \
-                 {FIRST_ROUND_WAIT_MAX:?} (late members need a store that applied something)"
+                "node {serial} published no status with its restored applied count and a message \
+                 sent within {FIRST_ROUND_WAIT_MAX:?} (late members need a store that applied \
+                 something, and something to send)"
             );
         }
         // Membership is not stored: a restarted node learns it again, like at first start.

@@ -167,6 +167,8 @@ async fn restarted_node_replays_its_log_and_keeps_executing() {
 async fn restarted_coordinator_still_delivers_its_commits() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut cluster = start(dir.path()).await;
+    // As over gRPC: an endpoint reaches only the members it was given.
+    cluster.hub().require_members();
     // Node 3 hears nothing of these: nodes 1 and 2 commit and apply them (slow path).
     cluster.hub().isolate(3, &SERIALS);
     let expected = submit(&cluster, &[1], 1, 20).await;
@@ -179,5 +181,11 @@ async fn restarted_coordinator_still_delivers_its_commits() {
         .expect("node 1 restarts");
     cluster.hub().heal();
     let ledger = settle_and_compare(&cluster, &expected).await;
+    // What the restored node sent before its members were added waited for them.
+    assert_eq!(
+        cluster.hub().dropped_unknown(),
+        0,
+        "envelopes for members not yet added again were dropped"
+    );
     stop_and_check_logs(cluster, &ledger).await;
 }

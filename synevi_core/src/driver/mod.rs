@@ -13,6 +13,7 @@
 
 mod clock;
 mod node;
+mod outbox;
 mod workers;
 
 pub use node::{Node, NodeStatus};

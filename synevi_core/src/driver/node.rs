@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::clock::DriverClock;
+use super::outbox::Outbox;
 use super::workers::{self, Command};
 use crate::{Config, Core, Stats};
 
@@ -54,6 +55,9 @@ struct Inner<N: Network, E: Executor, S: Store> {
     id: NodeId,
     serial: Serial,
     network: Arc<N>,
+    /// The core's envelopes on their way to `network`; admits restored members once they
+    /// are added again (`add_member`).
+    outbox: Arc<Outbox<N>>,
     store: Arc<S>,
     commands: mpsc::UnboundedSender<Command<E>>,
     status: watch::Receiver<NodeStatus>,
@@ -126,7 +130,13 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
             workers::replay_events(&*store, &*executor).await?;
         }
         let seed = u64::from(serial) ^ (id.0 as u64) ^ ((id.0 >> 64) as u64);
+        let restored_members: Vec<Serial> = stored
+            .meta
+            .iter()
+            .flat_map(|meta| meta.members.iter().map(|(member, _)| *member))
+            .collect();
         let core = Core::restore(id, serial, config.clone(), seed, stored)?;
+        let outbox = Arc::new(Outbox::new(Arc::clone(&network), restored_members));
 
         let (commands, command_receiver) = mpsc::unbounded_channel();
         let (inbound_sender, inbound) = mpsc::channel(INBOX_CAPACITY);
@@ -146,7 +156,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
             commands: command_receiver,
             command_sender: commands.clone(),
             inbound,
-            network: Arc::clone(&network),
+            outbox: Arc::clone(&outbox),
             store: Arc::clone(&store),
             executor,
             status: status_sender,
@@ -172,6 +182,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
                 id,
                 serial,
                 network,
+                outbox,
                 store,
                 commands,
                 status,
@@ -187,10 +198,10 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
     /// `ready == false` only learn decisions and execute them. Membership is static: add
     /// every member on every node before submitting transactions.
     ///
-    /// A node restarted from its store knows its members' serials already and may send to
-    /// them before this is called; a network that needs addresses drops those messages
-    /// (the protocol resends them later). Adding the members to the network before
-    /// [`Node::new`] avoids that window (`GrpcNetwork` accepts members before its start).
+    /// A node restarted from its store knows its members' serials already and takes part
+    /// in the protocol at once; what it sends to a member it restored waits until this adds
+    /// the member again (with its address, which the store does not keep), or at most 5 s
+    /// after the start, after which it goes to the network as it is.
     pub async fn add_member(
         &self,
         id: NodeId,
@@ -211,6 +222,7 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
                 host,
             })
             .await?;
+        self.inner.outbox.admit(serial);
         let (done, wait) = oneshot::channel();
         self.inner
             .commands
@@ -279,6 +291,12 @@ impl<N: Network, E: Executor, S: Store> Node<N, E, S> {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// How many envelopes to members restored from the store wait for those members to be
+    /// added again ([`Node::add_member`]); 0 once every one was, or 5 s after the start.
+    pub fn held_envelopes(&self) -> usize {
+        self.inner.outbox.held()
     }
 
     /// This node's serial.

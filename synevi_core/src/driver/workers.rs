@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::clock::DriverClock;
 use super::node::{decode, NodeStatus};
+use super::outbox::Outbox;
 use crate::outcome::result_hash;
 use crate::{Config, Core, Execution};
 
@@ -101,7 +102,9 @@ pub(crate) struct Workers<N: Network, E: Executor, S: Store> {
     pub commands: mpsc::UnboundedReceiver<Command<E>>,
     pub command_sender: mpsc::UnboundedSender<Command<E>>,
     pub inbound: mpsc::Receiver<Envelope>,
-    pub network: Arc<N>,
+    /// Where the rounds' envelopes go (to the network, restored members' held back until
+    /// they are added again).
+    pub outbox: Arc<Outbox<N>>,
     pub store: Arc<S>,
     pub executor: Arc<E>,
     pub status: watch::Sender<NodeStatus>,
@@ -191,8 +194,8 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
 ) {
     let (jobs, jobs_receiver) = mpsc::unbounded_channel::<Job<E>>();
     let store = workers.store;
-    let network = workers.network;
-    let network_runs_tasks = network.runs_tasks();
+    let network = workers.outbox;
+    let network_runs_tasks = network.network().runs_tasks();
     let on_own_thread = workers.config.core_on_own_thread;
     let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let queued = Arc::new(AtomicUsize::new(0));
@@ -576,7 +579,7 @@ impl<E: Executor> CoreLoop<E> {
 fn persist_loop<N: Network, S: Store, E: Executor>(
     rounds: std_mpsc::Receiver<Round<E>>,
     store: &S,
-    network: &N,
+    network: &Outbox<N>,
     jobs: mpsc::UnboundedSender<Job<E>>,
     queued: &AtomicUsize,
     holding: &AtomicUsize,
@@ -645,7 +648,7 @@ fn hand_to_executor<E: Executor>(jobs: Vec<Job<E>>, executor: &mpsc::UnboundedSe
 fn commit_and_send<N: Network, S: Store, E: Executor>(
     mut batch: Vec<Round<E>>,
     store: &S,
-    network: &N,
+    network: &Outbox<N>,
 ) -> Option<Vec<Round<E>>> {
     let mut writes = WriteBatch::default();
     for round in &mut batch {

@@ -99,10 +99,10 @@ enum Lifecycle {
 ///   node, or from a serial that is not a member are logged and dropped.
 /// - **Members before the start.** [`Network::add_member`] may be called before
 ///   [`Network::start`]: what is sent to such a member waits in its queue, and its task
-///   starts with the network. A node restarted from a store already knows its members
-///   (their serials, not their addresses) and may send from its first round: add them to
-///   the network before handing it to the node, and nothing is dropped for want of an
-///   address.
+///   starts with the network. (A node restarted from a store already knows its members'
+///   serials, not their addresses, and holds what it sends them until the application adds
+///   them through `Node::add_member`, or for 5 s: adding them to the network before
+///   handing it to the node, as `synevi-kv` does, lets those envelopes go at once.)
 /// - **TLS.** Optional mutual TLS ([`TlsConfig`]): off by default.
 ///
 /// ```no_run
