@@ -194,20 +194,20 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
 ) {
     let (jobs, jobs_receiver) = mpsc::unbounded_channel::<Job<E>>();
     let store = workers.store;
-    let network = workers.outbox;
-    let network_runs_tasks = network.network().runs_tasks();
+    let outbox = workers.outbox;
+    let network_runs_tasks = outbox.network().runs_tasks();
     let on_own_thread = workers.config.core_on_own_thread;
     let (rounds, rounds_receiver) = std_mpsc::channel::<Round<E>>();
     let queued = Arc::new(AtomicUsize::new(0));
     let holding = Arc::new(AtomicUsize::new(0));
     let inline = store.commits_inline().then(|| {
-        let (store, network) = (store.clone(), network.clone());
+        let (store, outbox) = (store.clone(), outbox.clone());
         let mut stopped = false;
         Box::new(move |round| {
             if stopped {
                 return None;
             }
-            let released = commit_and_send(vec![round], &*store, &*network);
+            let released = commit_and_send(vec![round], &*store, &outbox);
             stopped = released.is_none();
             released.map(|mut rounds| rounds.pop().map(|round| round.jobs).unwrap_or_default())
         }) as InlineCommit<E>
@@ -220,7 +220,7 @@ pub(crate) fn spawn<N: Network, E: Executor, S: Store>(
         jobs: jobs.clone(),
     };
     let persister = tokio::task::spawn_blocking(move || {
-        persist_loop(rounds_receiver, &*store, &*network, jobs, &queued, &holding)
+        persist_loop(rounds_receiver, &*store, &outbox, jobs, &queued, &holding)
     });
     let runner = Arc::new(Runner {
         executor: workers.executor,
@@ -579,7 +579,7 @@ impl<E: Executor> CoreLoop<E> {
 fn persist_loop<N: Network, S: Store, E: Executor>(
     rounds: std_mpsc::Receiver<Round<E>>,
     store: &S,
-    network: &Outbox<N>,
+    outbox: &Outbox<N>,
     jobs: mpsc::UnboundedSender<Job<E>>,
     queued: &AtomicUsize,
     holding: &AtomicUsize,
@@ -614,7 +614,7 @@ fn persist_loop<N: Network, S: Store, E: Executor>(
             }
         }
         let count = batch.len();
-        let Some(released) = commit_and_send(batch, store, network) else {
+        let Some(released) = commit_and_send(batch, store, outbox) else {
             return;
         };
         for round in released {
@@ -648,7 +648,7 @@ fn hand_to_executor<E: Executor>(jobs: Vec<Job<E>>, executor: &mpsc::UnboundedSe
 fn commit_and_send<N: Network, S: Store, E: Executor>(
     mut batch: Vec<Round<E>>,
     store: &S,
-    network: &Outbox<N>,
+    outbox: &Outbox<N>,
 ) -> Option<Vec<Round<E>>> {
     let mut writes = WriteBatch::default();
     for round in &mut batch {
@@ -671,7 +671,7 @@ fn commit_and_send<N: Network, S: Store, E: Executor>(
     }
     for round in &mut batch {
         for envelope in round.messages.drain(..) {
-            network.send(envelope);
+            outbox.send(envelope);
         }
     }
     Some(batch)
