@@ -77,9 +77,8 @@ impl LocalHub {
 
     /// From now on every running endpoint drops (and counts, [`LocalHub::dropped_unknown`])
     /// the envelopes for a serial it was not given through `add_member` since it last shut
-    /// down,
-    /// as a network that needs members' addresses does (`GrpcNetwork`). Without it, an
-    /// endpoint reaches every node running on the hub.
+    /// down, as a network that needs members' addresses does (`GrpcNetwork`). Without it,
+    /// an endpoint reaches every node running on the hub.
     pub fn require_members(&self) {
         self.lock().require_members = true;
     }

@@ -198,7 +198,8 @@ impl LmdbCluster {
                  something, and something to send)"
             );
         }
-        // Membership is not stored: a restarted node learns it again, like at first start.
+        // The store keeps the members' serials, not their addresses: a restarted node is
+        // given its members again, like at first start.
         for peer in SERIALS.into_iter().filter(|peer| *peer != serial) {
             node.add_member(node_id(peer), peer, format!("local:{peer}"), true)
                 .await?;

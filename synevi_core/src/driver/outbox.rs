@@ -108,11 +108,18 @@ impl<N: Network> Outbox<N> {
                 self.network.send(envelope);
             }
         }
-        if !unadmitted.is_empty() || held.dropped > 0 {
+        if !unadmitted.is_empty() {
             tracing::info!(
                 ?unadmitted,
+                "restored members not added again within {RESTORED_MEMBER_WAIT:?}; what was \
+                 held for them goes to the network as it is"
+            );
+        }
+        if held.dropped > 0 {
+            tracing::info!(
                 dropped = held.dropped,
-                "restored members not added again in time; their envelopes go to the network as they are"
+                "envelopes held for restored members dropped, more than \
+                 {HELD_PER_MEMBER_MAX} for one member"
             );
         }
         self.gated.store(false, Ordering::Release);
