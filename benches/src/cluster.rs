@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use synevi::network::{GrpcNetwork, GrpcStats, LocalHub, LocalNetwork};
-use synevi::persistence::{LmdbStore, MemStore};
+use synevi::persistence::{LmdbConfig, LmdbStore, MemStore};
 use synevi::types::WriteBatch;
 use synevi::types::{Envelope, Event, Inbox, Member, Message, Network, Serial, Store, StoredState};
 use synevi::{Config, Node, Stats, SyneviError, Ulid};
@@ -350,6 +350,10 @@ pub struct ClusterSpec {
     pub idle_spin_us: u64,
     /// Where the nodes' cores run.
     pub core: CoreSite,
+    /// LMDB stores: `LmdbConfig::commit_log`.
+    pub commit_log: bool,
+    /// LMDB stores: `LmdbConfig::checkpoint_interval`, in milliseconds.
+    pub checkpoint_interval_ms: u64,
 }
 
 /// A running cluster.
@@ -489,7 +493,10 @@ impl Cluster {
                 )),
                 Some(dir) => {
                     let path = dir.path().join(format!("node-{serial}"));
-                    BenchStore::new(Storage::Lmdb(open_lmdb(&path, serial)?))
+                    let config = LmdbConfig::default()
+                        .commit_log(spec.commit_log)
+                        .checkpoint_interval(Duration::from_millis(spec.checkpoint_interval_ms));
+                    BenchStore::new(Storage::Lmdb(open_lmdb(&path, serial, config)?))
                 }
             };
             let executor = Arc::new(Counter::default());
@@ -628,8 +635,8 @@ impl Cluster {
     }
 }
 
-fn open_lmdb(path: &Path, serial: Serial) -> anyhow::Result<LmdbStore> {
-    LmdbStore::new(path, serial).with_context(|| {
+fn open_lmdb(path: &Path, serial: Serial, config: LmdbConfig) -> anyhow::Result<LmdbStore> {
+    LmdbStore::with_config(path, serial, config).with_context(|| {
         format!(
             "node {serial}: cannot open an LMDB store in {}",
             path.display()

@@ -125,6 +125,17 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = CoreSite::Runtime)]
     core: CoreSite,
 
+    /// LMDB stores: whether commits go through the store's commit log (one flush per commit,
+    /// LMDB written at checkpoints; `LmdbConfig::commit_log`) or straight into LMDB (two
+    /// flushes per commit).
+    #[arg(long, global = true, default_value_t = true, action = clap::ArgAction::Set)]
+    commit_log: bool,
+
+    /// LMDB stores with the commit log: `LmdbConfig::checkpoint_interval`, in milliseconds
+    /// [default: the library's default].
+    #[arg(long, global = true)]
+    checkpoint_interval_ms: Option<u64>,
+
     /// How long mimalloc keeps freed memory before it returns it to the operating system,
     /// in milliseconds (`mi_option_purge_delay`; -1: never, 1000: mimalloc's own default).
     /// Returned memory that is needed again is faulted back in and zeroed by the kernel,
@@ -231,6 +242,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .idle_spin_us
             .unwrap_or(synevi::Config::default().idle_spin_us),
         core: cli.core,
+        commit_log: cli.commit_log,
+        checkpoint_interval_ms: cli.checkpoint_interval_ms.unwrap_or_else(|| {
+            synevi::persistence::LmdbConfig::default()
+                .checkpoint_interval_duration()
+                .as_millis() as u64
+        }),
         purge_delay_ms: cfg!(feature = "mimalloc").then_some(cli.purge_delay_ms),
     };
     anyhow::ensure!(settings.txns > 0, "--txns must be above 0");
@@ -457,6 +474,8 @@ async fn long(cli: &Cli, settings: &Settings) -> anyhow::Result<long_run::LongRe
             pre_accept_window_ms: settings.pre_accept_window_ms,
             idle_spin_us: settings.idle_spin_us,
             core: settings.core,
+            commit_log: settings.commit_log,
+            checkpoint_interval_ms: settings.checkpoint_interval_ms,
         },
         clients: cli.clients.first().copied().unwrap_or(64),
         keys: cli.keys.first().copied().unwrap_or(KeyMode::Disjoint),

@@ -46,6 +46,10 @@ pub struct Settings {
     pub idle_spin_us: u64,
     /// Where the nodes' cores run (`--core`).
     pub core: CoreSite,
+    /// LMDB stores: `LmdbConfig::commit_log` (`--commit-log`).
+    pub commit_log: bool,
+    /// LMDB stores: `LmdbConfig::checkpoint_interval` in ms (`--checkpoint-interval-ms`).
+    pub checkpoint_interval_ms: u64,
     /// mimalloc's purge delay (`--purge-delay-ms`; -1: never); `None` with the platform's
     /// allocator.
     pub purge_delay_ms: Option<i64>,
@@ -80,6 +84,8 @@ impl Settings {
             pre_accept_window_ms: self.pre_accept_window_ms,
             idle_spin_us: self.idle_spin_us,
             core: self.core,
+            commit_log: self.commit_log,
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
         }
     }
 
@@ -194,6 +200,8 @@ mod tests {
             pre_accept_window_ms: 2,
             idle_spin_us: 30,
             core: CoreSite::Thread,
+            commit_log: true,
+            checkpoint_interval_ms: 100,
             purge_delay_ms: Some(-1),
         }
     }

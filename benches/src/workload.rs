@@ -620,6 +620,8 @@ mod tests {
                 pre_accept_window_ms: 5,
                 idle_spin_us: 0,
                 core: crate::cluster::CoreSite::Thread,
+                commit_log: true,
+                checkpoint_interval_ms: 100,
             },
             keys: KeyMode::Hot,
             load: Load::Clients {

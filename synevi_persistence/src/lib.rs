@@ -10,9 +10,11 @@
 //! A node persists its protocol state through [`synevi_types::Store::commit`], one
 //! [`synevi_types::WriteBatch`] at a time, and sends the messages that promise that state only
 //! after `commit` returned `Ok`. The node driver gathers the changes of many transactions and
-//! messages into one batch, so one commit covers all of them. [`LmdbStore`] turns each batch
-//! into one LMDB write transaction, synced to disk before `commit` returns: one sync per
-//! batch, never one per message. A batch is applied whole or not at all; a batch that breaks
+//! messages into one batch, so one commit covers all of them. [`LmdbStore`] appends each
+//! batch to its commit log as one record, flushed to disk before `commit` returns (one flush
+//! per batch, never one per message), and applies the log's batches to LMDB together, in one
+//! synced write transaction, every so often (a checkpoint). A batch is applied whole or not
+//! at all; a batch that breaks
 //! the rules (a gap in the event log, another node's metadata) is refused before anything is
 //! written, by the same check in both stores.
 //!

@@ -2,6 +2,7 @@
 
 mod codec;
 mod config;
+mod log;
 mod open;
 #[cfg(test)]
 mod tests;
@@ -10,9 +11,11 @@ use std::cmp::Reverse;
 use std::fmt;
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
+use std::time::Instant;
 
 use heed::{Env, MdbError, PutFlags, RoTxn, WithoutTls};
+use serde::{Deserialize, Serialize};
 use synevi_types::{
     Event, NodeMeta, Serial, Store, StoredState, SyneviError, TxRecord, WriteBatch, T0,
 };
@@ -20,20 +23,39 @@ use synevi_types::{
 use crate::mem::validate_batch;
 use codec::{
     append_value, decode_forgotten, decode_seq, decode_serial, decode_t0, decode_value,
-    forgotten_key_under, seq_key, serial_key, t0_key, KEY_NODE_META,
+    forgotten_key_under, seq_key, serial_key, t0_key, KEY_LOG_CHECKPOINT, KEY_NODE_META,
 };
 use config::Validated;
 pub use config::{LmdbConfig, MAP_SIZE_MIN};
+use log::Log;
 use open::Tables;
 
 /// A [`Store`] that keeps a node's protocol state and event log in an LMDB environment on
 /// disk, so that a node restarted on the same directory resumes exactly where it was.
 ///
 /// # Durability and group commit
-/// Each [`Store::commit`] is one LMDB write transaction, synced to disk (`fdatasync` of the
-/// data, then of the meta page) before `commit` returns: after `Ok`, the batch survives a
-/// crash or power loss; after `Err`, none of it was written. The node driver gathers the
-/// changes of many protocol messages into one [`WriteBatch`], so one sync covers them all.
+/// Each [`Store::commit`] is one record appended to the store's commit log (`commit.log` in
+/// its directory) and flushed (`fdatasync`) before `commit` returns: after `Ok`, the batch
+/// survives a crash or power loss; after `Err`, none of it was written. The node driver
+/// gathers the changes of many protocol messages into one [`WriteBatch`], so one flush
+/// covers them all. The batches in the log are applied to LMDB together, in one synced
+/// write transaction (a checkpoint), once [`LmdbConfig::checkpoint_interval`] has passed or
+/// the log is full, and before anything is read; a store reopened after a crash applies
+/// what the log holds beyond the last checkpoint. LMDB itself flushes twice per write
+/// transaction (its pages, then its meta page), so a commit through the log costs one flush
+/// where a commit straight into LMDB costs two.
+///
+/// With the log off ([`LmdbConfig::commit_log`]), each commit is one LMDB write
+/// transaction, synced before `commit` returns. Near the map's maximum size a commit also
+/// goes straight into LMDB, so that a batch that does not fit is refused with nothing
+/// written, as in that mode.
+///
+/// If the disk fails a write or a flush of the log, `commit` returns the error, the store
+/// zeroes the record's header again (if the disk still lets it) and takes no more commits
+/// until it is reopened. Should the disk have kept the record but not the zeroing, the
+/// reopened store holds that batch: as if the node had crashed after the flush and before
+/// `commit` returned, which a node survives (it stops on a failed commit, and nothing of the
+/// batch left it).
 ///
 /// # One store per directory, one process per directory
 /// LMDB allows one open environment per directory per process: opening a directory that
@@ -42,10 +64,11 @@ use open::Tables;
 /// it grows its memory map without coordinating with other processes.
 ///
 /// # Layout
-/// Tables (LMDB named databases): `meta` (format record and [`NodeMeta`]), `transactions`
-/// (keyed by `t0`, big-endian), `forgotten` (by coordinator serial and `t0`), `floors` (by
-/// serial), `events` (by `seq`, big-endian). Values are postcard. A format record written at
-/// creation names the format version and the node's serial; opening checks both.
+/// Tables (LMDB named databases): `meta` (format record, [`NodeMeta`], the number of the last
+/// log record applied), `transactions` (keyed by `t0`, big-endian), `forgotten` (by
+/// coordinator serial and `t0`), `floors` (by serial), `events` (by `seq`, big-endian).
+/// Values are postcard. A format record written at creation names the format version and
+/// the node's serial; opening checks both. Beside LMDB's files, `commit.log`.
 ///
 /// # Map size
 /// See [`LmdbConfig`]: a commit that finds the map full grows it and retries once; past the
@@ -62,6 +85,46 @@ pub struct LmdbStore {
     gate: RwLock<()>,
     /// The buffer the last batch was encoded into, kept for the next (see `keep_scratch`).
     scratch: Mutex<Vec<u8>>,
+    /// With the commit log on: the log, and the batches it holds that LMDB does not yet.
+    /// (Boxed: most of a store is here, and a store is often one variant of an enum.)
+    logged: Option<Box<Mutex<Logged>>>,
+    /// Whether dropping the store applies the log's batches to LMDB (off only in tests that
+    /// leave a store as a crash would).
+    checkpoint_on_drop: bool,
+}
+
+/// The commit log and what it holds beyond LMDB.
+struct Logged {
+    log: Log,
+    /// The batches appended since the last checkpoint, in order.
+    pending: Vec<EncodedBatch>,
+    /// What the pending batches may need of the map when they are applied (see `need`).
+    pending_need: usize,
+    /// The number of the last pending batch's record.
+    pending_through: u64,
+    /// The seq of the last event committed, in LMDB or pending.
+    last_event_seq: u64,
+    last_checkpoint: Instant,
+    /// Why the log failed, once it did: no more commits.
+    failed: Option<String>,
+    /// Encoding buffers of checkpointed batches, for the next batches.
+    spare: Vec<Vec<u8>>,
+    /// The buffer the last record's payload was written into.
+    payload: Vec<u8>,
+}
+
+/// Most encoding buffers kept for reuse after a checkpoint.
+const SPARE_BUFFERS_MAX: usize = 64;
+
+impl Logged {
+    /// Keeps a batch's encoding buffer for a later batch, unless enough are kept or it is
+    /// unusually large (see `keep_scratch`).
+    fn recycle(&mut self, mut values: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS_MAX && values.capacity() <= SCRATCH_KEPT_MAX {
+            values.clear();
+            self.spare.push(values);
+        }
+    }
 }
 
 impl fmt::Debug for LmdbStore {
@@ -93,19 +156,77 @@ enum CommitFailure {
 }
 
 /// A batch's values, encoded once before the write transaction starts so that the writer
-/// lock is held only for the B-tree updates, and a retry does not encode again.
+/// lock is held only for the B-tree updates, and a retry does not encode again. It is also
+/// what a commit-log record holds (see `write_payload`).
 struct EncodedBatch {
     /// Every encoded value of the batch, one after the other.
     values: Vec<u8>,
+    /// The keys, and where their values lie.
+    index: Index,
+}
+
+/// What an [`EncodedBatch`] holds beside its values.
+#[derive(Serialize, Deserialize)]
+struct Index {
     /// Transaction records: key, and where the value lies in `values`.
     transactions: Vec<([u8; 16], Range<usize>)>,
     /// Events: key, and where the value lies in `values`.
     events: Vec<([u8; 8], Range<usize>)>,
     meta: Option<Range<usize>>,
+    /// The batch's forgotten ids and floors, as in [`WriteBatch`].
+    forget: Vec<T0>,
+    floors: Vec<(Serial, T0)>,
     /// Bytes of keys and values, for the growth estimate and error messages.
     bytes: usize,
     /// Entries the batch writes or deletes.
     entries: usize,
+}
+
+impl EncodedBatch {
+    /// What the batch may need of the map when it is written: its entries with LMDB's
+    /// overhead, twice (copy-on-write keeps the old pages until the transaction commits).
+    fn need(&self) -> usize {
+        self.index
+            .entries
+            .saturating_mul(ENTRY_OVERHEAD_BYTES)
+            .saturating_add(self.index.bytes)
+            .saturating_mul(2)
+    }
+
+    /// A log record's payload: the values' length (u64 LE), the values, the index (postcard).
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<(), String> {
+        out.extend_from_slice(&(self.values.len() as u64).to_le_bytes());
+        out.extend_from_slice(&self.values);
+        append_value(out, &self.index).map(|_| ())
+    }
+
+    /// Reads a log record's payload back, checking that every value lies within it.
+    fn from_payload(payload: &[u8]) -> Result<EncodedBatch, String> {
+        let (length, rest) = payload
+            .split_first_chunk::<8>()
+            .ok_or("the record is shorter than its values' length")?;
+        let length = usize::try_from(u64::from_le_bytes(*length))
+            .map_err(|_| "the values' length does not fit in memory")?;
+        if length > rest.len() {
+            return Err(format!(
+                "the values' length {length} runs past the record's {} bytes",
+                rest.len()
+            ));
+        }
+        let (values, index) = rest.split_at(length);
+        let index: Index = decode_value(index)?;
+        let within = |range: &Range<usize>| range.start <= range.end && range.end <= length;
+        let all_within = index.transactions.iter().all(|(_, range)| within(range))
+            && index.events.iter().all(|(_, range)| within(range))
+            && index.meta.as_ref().is_none_or(within);
+        if !all_within {
+            return Err("a value lies outside the record's values".to_string());
+        }
+        Ok(EncodedBatch {
+            values: values.to_vec(),
+            index,
+        })
+    }
 }
 
 impl LmdbStore {
@@ -120,7 +241,7 @@ impl LmdbStore {
         Self::with_config(path, serial, LmdbConfig::default())
     }
 
-    /// Like [`LmdbStore::new`], with the map sizes of `config`.
+    /// Like [`LmdbStore::new`], with `config` (map sizes, the commit log).
     pub fn with_config(
         path: impl AsRef<Path>,
         serial: Serial,
@@ -129,7 +250,7 @@ impl LmdbStore {
         let path = path.as_ref().to_path_buf();
         let config = config.validated()?;
         let (env, tables) = open::open(&path, serial, &config)?;
-        Ok(LmdbStore {
+        let mut store = LmdbStore {
             serial,
             path,
             config,
@@ -137,7 +258,203 @@ impl LmdbStore {
             tables,
             gate: RwLock::new(()),
             scratch: Mutex::new(Vec::new()),
-        })
+            logged: None,
+            checkpoint_on_drop: true,
+        };
+        store.logged = store.open_log()?.map(|logged| Box::new(Mutex::new(logged)));
+        Ok(store)
+    }
+
+    /// Opens the commit log: applies to LMDB what it holds beyond the last checkpoint (the
+    /// commits of a store that was not closed), then keeps it for writing if the log is on.
+    /// A log left by a store that had it on is applied even when it is now off.
+    fn open_log(&self) -> Result<Option<Logged>, SyneviError> {
+        let checkpointed = self.checkpointed()?;
+        let Some((log, records)) = Log::open(&self.path, checkpointed, self.config.commit_log)?
+        else {
+            return Ok(None);
+        };
+        if let Some(last) = records.last() {
+            let through = last.lsn;
+            let batches = records
+                .iter()
+                .map(|record| {
+                    EncodedBatch::from_payload(&record.payload).map_err(|reason| {
+                        self.corrupt(format!(
+                            "record {} of the commit log is damaged: {reason}",
+                            record.lsn
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let batches: Vec<&EncodedBatch> = batches.iter().collect();
+            self.commit_encoded(&batches, None, Some(through))?;
+            tracing::info!(
+                path = %self.path.display(),
+                records = batches.len(),
+                through,
+                "applied the commit log's records beyond the last checkpoint"
+            );
+        }
+        if !self.config.commit_log {
+            return Ok(None);
+        }
+        let last_event_seq = {
+            let _shared = self.shared();
+            let rtxn = self.read_txn()?;
+            self.last_event_seq(&rtxn)?
+        };
+        Ok(Some(Logged {
+            log,
+            pending: Vec::new(),
+            pending_need: 0,
+            pending_through: 0,
+            last_event_seq,
+            last_checkpoint: Instant::now(),
+            failed: None,
+            spare: Vec::new(),
+            payload: Vec::new(),
+        }))
+    }
+
+    /// The number of the last commit-log record LMDB holds (0 before the first).
+    fn checkpointed(&self) -> Result<u64, SyneviError> {
+        let _shared = self.shared();
+        let rtxn = self.read_txn()?;
+        let Some(bytes) = self
+            .tables
+            .meta
+            .get(&rtxn, KEY_LOG_CHECKPOINT)
+            .map_err(|error| self.error("reading the log checkpoint", error))?
+        else {
+            return Ok(0);
+        };
+        let bytes: [u8; 8] = bytes.try_into().map_err(|_| {
+            self.corrupt(format!(
+                "the log checkpoint is {} bytes long instead of 8",
+                bytes.len()
+            ))
+        })?;
+        Ok(u64::from_be_bytes(bytes))
+    }
+
+    /// Applies the log's pending batches to LMDB, in one synced write transaction that also
+    /// records the last record's number; then the log starts over. On an error nothing
+    /// changed: the batches stay pending (and durable in the log).
+    fn checkpoint(&self, logged: &mut Logged) -> Result<(), SyneviError> {
+        if !logged.pending.is_empty() {
+            let batches: Vec<&EncodedBatch> = logged.pending.iter().collect();
+            self.commit_encoded(&batches, None, Some(logged.pending_through))?;
+            logged.log.reset();
+            logged.pending_need = 0;
+            let pending = std::mem::take(&mut logged.pending);
+            for batch in pending {
+                logged.recycle(batch.values);
+            }
+        }
+        logged.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Applies whatever the log holds beyond LMDB, so that LMDB can be read.
+    fn settle(&self) -> Result<(), SyneviError> {
+        if let Some(logged) = &self.logged {
+            let mut logged = lock(logged);
+            if !logged.pending.is_empty() {
+                self.checkpoint(&mut logged)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many bytes the map may still grow by, at most.
+    fn room(&self) -> usize {
+        let used = self
+            .env
+            .info()
+            .last_page_number
+            .saturating_add(1)
+            .saturating_mul(self.config.page);
+        self.config.max.saturating_sub(used)
+    }
+
+    /// A commit through the log (see the type's docs).
+    fn commit_logged(&self, logged: &Mutex<Logged>, batch: &WriteBatch) -> Result<(), SyneviError> {
+        let mut guard = lock(logged);
+        let logged = &mut *guard;
+        if let Some(reason) = &logged.failed {
+            return Err(SyneviError::Store(format!(
+                "the commit log of the store at {} failed earlier ({reason}); the store takes \
+                 no more commits until it is reopened",
+                self.path.display()
+            )));
+        }
+        validate_batch(self.serial, logged.last_event_seq, batch)?;
+        let buffer = logged.spare.pop().unwrap_or_default();
+        let encoded = self.encode(batch, buffer)?;
+        let need = encoded.need();
+        // Room for the branch pages above the leaves, as when the map grows.
+        let slack = 64 * self.config.page;
+        let due = logged.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
+        let near_full = logged.pending_need + need + slack > self.room();
+        if !logged.pending.is_empty() && (due || near_full) {
+            self.checkpoint(logged)?;
+        }
+        let last_event_seq = batch.events.last().map_or(logged.last_event_seq, |e| e.seq);
+        if need + slack > self.room() {
+            // Close to the map's maximum: straight into LMDB, which grows the map or finds
+            // it full, and then writes nothing.
+            let committed = self.commit_encoded(&[&encoded], None, None);
+            if committed.is_ok() {
+                logged.last_event_seq = last_event_seq;
+            }
+            logged.recycle(encoded.values);
+            return committed;
+        }
+        let mut payload = std::mem::take(&mut logged.payload);
+        payload.clear();
+        encoded.write_payload(&mut payload).map_err(|reason| {
+            SyneviError::Store(format!("cannot encode a commit-log record: {reason}"))
+        })?;
+        if !logged.log.fits(payload.len()) {
+            // A log that fills within one interval grows, up to a limit; past it, or when
+            // the interval is over, a checkpoint empties it.
+            if !due && logged.log.size() < log::SIZE_GROWN_MAX {
+                let doubled = logged.log.size().saturating_mul(2);
+                logged.log.grow_to(doubled.min(log::SIZE_GROWN_MAX))?;
+            }
+            if !logged.log.fits(payload.len()) {
+                self.checkpoint(logged)?;
+            }
+            if !logged.log.fits_empty(payload.len()) {
+                logged.log.grow_to_fit(payload.len())?;
+            }
+        }
+        let appended = logged.log.append(&payload);
+        logged.payload = payload;
+        let lsn = match appended {
+            Ok(lsn) => lsn,
+            Err(error) => {
+                logged.failed = Some(error.to_string());
+                return Err(SyneviError::Store(format!(
+                    "writing the commit log of the store at {} failed: {error}; nothing of the \
+                 batch was kept, and the store takes no more commits until it is reopened",
+                    self.path.display()
+                )));
+            }
+        };
+        logged.last_event_seq = last_event_seq;
+        logged.pending_need += need;
+        logged.pending_through = lsn;
+        logged.pending.push(encoded);
+        Ok(())
+    }
+
+    /// Leaves the store as a crash would: the log's batches stay out of LMDB, for the next
+    /// open to apply.
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        self.checkpoint_on_drop = false;
     }
 
     /// The directory the store lives in.
@@ -160,6 +477,7 @@ impl LmdbStore {
 
     /// How many transaction records the store holds (protocol state not yet forgotten).
     pub fn transaction_count(&self) -> Result<u64, SyneviError> {
+        self.settle()?;
         let _shared = self.shared();
         let rtxn = self.read_txn()?;
         self.tables
@@ -222,14 +540,13 @@ impl LmdbStore {
             .map_err(|reason| self.corrupt(format!("the floor of serial {serial}: {reason}")))
     }
 
-    fn encode(&self, batch: &WriteBatch) -> Result<EncodedBatch, SyneviError> {
+    /// Encodes a batch's values into `values` (a buffer kept from an earlier batch).
+    fn encode(&self, batch: &WriteBatch, mut values: Vec<u8>) -> Result<EncodedBatch, SyneviError> {
         let encoding = |what: &str, reason: String| {
             SyneviError::Store(format!("cannot encode {what} for the LMDB store: {reason}"))
         };
-        // The last batch's buffer, with room for a guess at the size (a record without deps
-        // and payload takes about 60 bytes); it grows if that is short.
-        let mut values =
-            std::mem::take(&mut *self.scratch.lock().unwrap_or_else(PoisonError::into_inner));
+        // Room for a guess at the size (a record without deps and payload takes about 60
+        // bytes); it grows if that is short.
         values.reserve((batch.transactions.len() + batch.events.len()) * 96 + 64);
         // A group commit joins rounds, and a quarter of its records (3 nodes, 256 clients)
         // are transactions that changed again in a later round: only the last record of each
@@ -277,40 +594,46 @@ impl LmdbStore {
         debug_assert_eq!(events.len(), batch.events.len());
         Ok(EncodedBatch {
             values,
-            transactions,
-            events,
-            meta,
-            bytes,
-            entries,
+            index: Index {
+                transactions,
+                events,
+                meta,
+                forget: batch.forget.clone(),
+                floors: batch.floors.clone(),
+                bytes,
+                entries,
+            },
         })
     }
 
-    /// Commits an encoded batch, growing the map and retrying when it is full.
+    /// Commits encoded batches, in order, in one write transaction, growing the map and
+    /// retrying when it is full. `validate`: the batch to check against the stored event log
+    /// first (a commit straight into LMDB; the log's commits were checked when they were
+    /// logged). `checkpoint`: the number of the last log record among the batches.
     fn commit_encoded(
         &self,
-        batch: &WriteBatch,
-        encoded: &EncodedBatch,
+        batches: &[&EncodedBatch],
+        validate: Option<&WriteBatch>,
+        checkpoint: Option<u64>,
     ) -> Result<(), SyneviError> {
         let mut retries = 0;
         loop {
-            match self.try_commit(batch, encoded) {
+            match self.try_commit(batches, validate, checkpoint) {
                 Ok(()) => return Ok(()),
                 Err(CommitFailure::Failed(error)) => return Err(error),
                 Err(CommitFailure::MapFull) if retries >= COMMIT_RETRIES_MAX => {
-                    return Err(self.full(encoded, self.map_size()));
+                    return Err(self.full(batches, self.map_size()));
                 }
                 Err(CommitFailure::MapFull) => {
                     retries += 1;
                     // Copy-on-write: a transaction writes new copies of the pages it changes
-                    // and frees the old ones only after it commits, so ask for twice the
-                    // batch, plus room for the branch pages above the leaves.
-                    let needed = encoded
-                        .entries
-                        .saturating_mul(ENTRY_OVERHEAD_BYTES)
-                        .saturating_add(encoded.bytes)
-                        .saturating_mul(2)
+                    // and frees the old ones only after it commits (`need`), plus room for the
+                    // branch pages above the leaves.
+                    let needed = batches
+                        .iter()
+                        .fold(0usize, |sum, batch| sum.saturating_add(batch.need()))
                         .saturating_add(64 * self.config.page);
-                    self.grow(needed, encoded)?;
+                    self.grow(needed, batches)?;
                 }
             }
         }
@@ -325,50 +648,71 @@ impl LmdbStore {
         }
     }
 
-    /// One attempt: the whole batch in one write transaction, validated first, synced by the
+    /// One attempt: the batches in one write transaction, validated first, synced by the
     /// commit. Dropping the transaction on any error aborts it, so nothing is half-written.
-    fn try_commit(&self, batch: &WriteBatch, encoded: &EncodedBatch) -> Result<(), CommitFailure> {
+    fn try_commit(
+        &self,
+        batches: &[&EncodedBatch],
+        validate: Option<&WriteBatch>,
+        checkpoint: Option<u64>,
+    ) -> Result<(), CommitFailure> {
         let _shared = self.shared();
-        let tables = &self.tables;
         let mut wtxn = self
             .env
             .write_txn()
             .map_err(|error| self.failure("starting a write transaction", error))?;
-        let last_event_seq = self.last_event_seq(&wtxn).map_err(CommitFailure::Failed)?;
-        validate_batch(self.serial, last_event_seq, batch).map_err(CommitFailure::Failed)?;
+        if let Some(batch) = validate {
+            let last_event_seq = self.last_event_seq(&wtxn).map_err(CommitFailure::Failed)?;
+            validate_batch(self.serial, last_event_seq, batch).map_err(CommitFailure::Failed)?;
+        }
+        for encoded in batches {
+            self.apply(&mut wtxn, encoded)?;
+        }
+        if let Some(through) = checkpoint {
+            self.tables
+                .meta
+                .put(&mut wtxn, KEY_LOG_CHECKPOINT, &through.to_be_bytes())
+                .map_err(|error| self.failure("writing the log checkpoint", error))?;
+        }
+        wtxn.commit()
+            .map_err(|error| self.failure("committing a batch", error))
+    }
 
-        for (key, value) in &encoded.transactions {
+    /// Writes one encoded batch in an open write transaction.
+    fn apply(&self, wtxn: &mut heed::RwTxn, encoded: &EncodedBatch) -> Result<(), CommitFailure> {
+        let tables = &self.tables;
+        for (key, value) in &encoded.index.transactions {
             tables
                 .transactions
-                .put(&mut wtxn, key, &encoded.values[value.clone()])
+                .put(wtxn, key, &encoded.values[value.clone()])
                 .map_err(|error| self.failure("writing a transaction record", error))?;
         }
-        for &t0 in &batch.forget {
+        for &t0 in &encoded.index.forget {
             tables
                 .transactions
-                .delete(&mut wtxn, &t0_key(t0))
+                .delete(wtxn, &t0_key(t0))
                 .map_err(|error| self.failure("deleting a transaction record", error))?;
             // Below its coordinator's floor an id is covered by the floor already. The floor
             // read here is the one before this batch's floors, as in `MemStore`; a floor
             // raised later in this batch prunes the id below.
             let floor = self
-                .floor(&wtxn, t0.0.serial)
+                .floor(wtxn, t0.0.serial)
                 .map_err(CommitFailure::Failed)?;
             if floor.is_none_or(|floor| t0 >= floor) {
                 tables
                     .forgotten
-                    .put(&mut wtxn, &forgotten_key_under(t0.0.serial, t0), &[])
+                    .put(wtxn, &forgotten_key_under(t0.0.serial, t0), &[])
                     .map_err(|error| self.failure("remembering a forgotten id", error))?;
             }
         }
-        for &(serial, floor) in &batch.floors {
-            let current = self.floor(&wtxn, serial).map_err(CommitFailure::Failed)?;
+        for &(serial, floor) in &encoded.index.floors {
+            let current = self.floor(wtxn, serial).map_err(CommitFailure::Failed)?;
             // Floors only rise.
             let floor = current.map_or(floor, |current| current.max(floor));
             if current != Some(floor) {
                 tables
                     .floors
-                    .put(&mut wtxn, &serial_key(serial), &t0_key(floor))
+                    .put(wtxn, &serial_key(serial), &t0_key(floor))
                     .map_err(|error| self.failure("writing a floor", error))?;
             }
             let start = forgotten_key_under(serial, T0::default());
@@ -376,40 +720,34 @@ impl LmdbStore {
             let below_floor = (Bound::Included(&start[..]), Bound::Excluded(&end[..]));
             tables
                 .forgotten
-                .delete_range(&mut wtxn, &below_floor)
+                .delete_range(wtxn, &below_floor)
                 .map_err(|error| self.failure("pruning forgotten ids", error))?;
         }
-        for (key, value) in &encoded.events {
+        for (key, value) in &encoded.index.events {
             // `validate_batch` checked that the seqs continue the log, so each key sorts last
             // and LMDB may append without searching.
             tables
                 .events
-                .put_with_flags(
-                    &mut wtxn,
-                    PutFlags::APPEND,
-                    key,
-                    &encoded.values[value.clone()],
-                )
+                .put_with_flags(wtxn, PutFlags::APPEND, key, &encoded.values[value.clone()])
                 .map_err(|error| self.failure("appending an event", error))?;
         }
-        if let Some(meta) = &encoded.meta {
+        if let Some(meta) = &encoded.index.meta {
             tables
                 .meta
-                .put(&mut wtxn, KEY_NODE_META, &encoded.values[meta.clone()])
+                .put(wtxn, KEY_NODE_META, &encoded.values[meta.clone()])
                 .map_err(|error| self.failure("writing the node metadata", error))?;
         }
-        wtxn.commit()
-            .map_err(|error| self.failure("committing a batch", error))
+        Ok(())
     }
 
     /// Grows the map so that a batch needing about `needed` more bytes fits; `StoreFull` if
     /// the map is at its configured maximum.
-    fn grow(&self, needed: usize, encoded: &EncodedBatch) -> Result<(), SyneviError> {
+    fn grow(&self, needed: usize, batches: &[&EncodedBatch]) -> Result<(), SyneviError> {
         // Exclusive: no transaction of this process may be open while the map changes.
         let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
         let current = self.env.info().map_size;
         let Some(target) = self.config.grown(current, needed) else {
-            return Err(self.full(encoded, current));
+            return Err(self.full(batches, current));
         };
         debug_assert!(target > current, "growing must enlarge the map");
         // SAFETY: the exclusive gate guarantees that no transaction of this process is open,
@@ -426,14 +764,16 @@ impl LmdbStore {
         Ok(())
     }
 
-    fn full(&self, encoded: &EncodedBatch, map_size: usize) -> SyneviError {
+    fn full(&self, batches: &[&EncodedBatch], map_size: usize) -> SyneviError {
+        let entries: usize = batches.iter().map(|batch| batch.index.entries).sum();
+        let bytes: usize = batches.iter().map(|batch| batch.index.bytes).sum();
         SyneviError::StoreFull(format!(
             "the LMDB map at {} is full: a batch of {} entries (about {} bytes) does not fit \
              in the map of {map_size} bytes, and the map may not grow past {} bytes \
              (LmdbConfig::map_size_max); nothing of the batch was written",
             self.path.display(),
-            encoded.entries,
-            encoded.bytes,
+            entries,
+            bytes,
             self.config.max,
         ))
     }
@@ -445,6 +785,7 @@ impl Store for LmdbStore {
     }
 
     fn load(&self) -> Result<StoredState, SyneviError> {
+        self.settle()?;
         let _shared = self.shared();
         let rtxn = self.read_txn()?;
         let tables = &self.tables;
@@ -518,8 +859,14 @@ impl Store for LmdbStore {
             // Nothing to write, nothing to sync.
             return Ok(());
         }
-        let encoded = self.encode(batch)?;
-        let committed = self.commit_encoded(batch, &encoded);
+        if let Some(logged) = &self.logged {
+            return self.commit_logged(logged, batch);
+        }
+        // The last batch's buffer.
+        let values =
+            std::mem::take(&mut *self.scratch.lock().unwrap_or_else(PoisonError::into_inner));
+        let encoded = self.encode(batch, values)?;
+        let committed = self.commit_encoded(&[&encoded], Some(batch), None);
         self.keep_scratch(encoded.values);
         committed
     }
@@ -531,6 +878,7 @@ impl Store for LmdbStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.settle()?;
         let _shared = self.shared();
         let rtxn = self.read_txn()?;
         let read = |error| self.error("reading the event log", error);
@@ -557,6 +905,33 @@ impl Store for LmdbStore {
         }
         Ok(events)
     }
+}
+
+impl Drop for LmdbStore {
+    /// Applies the log's batches to LMDB, so that the next open has nothing to apply.
+    fn drop(&mut self) {
+        if !self.checkpoint_on_drop {
+            return;
+        }
+        if let Err(error) = self.settle() {
+            // Nothing is lost: the batches are durable in the log and the next open applies
+            // them.
+            tracing::warn!(path = %self.path.display(), %error, "closing the store could not checkpoint its commit log");
+        }
+    }
+}
+
+/// Takes the log's lock. After a panic while it was held, the log takes no more commits: a
+/// record may have been written whose batch is not pending (a checkpoint then ends at the
+/// last pending batch and the record, never acknowledged, is written over).
+fn lock(logged: &Mutex<Logged>) -> MutexGuard<'_, Logged> {
+    logged.lock().unwrap_or_else(|poisoned| {
+        let mut logged = poisoned.into_inner();
+        logged
+            .failed
+            .get_or_insert_with(|| "a commit panicked".to_string());
+        logged
+    })
 }
 
 /// A [`SyneviError::StoreCorrupt`] for the store at `path`.

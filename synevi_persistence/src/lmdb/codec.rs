@@ -18,7 +18,9 @@ use synevi_types::{Serial, Timestamp, T0};
 /// committed; a version-2 build would execute them again).
 /// 4: pre-accepted records without their deps (the core computes them again on restart; a
 /// version-3 build would answer a retransmitted PreAccept with none).
-pub(crate) const FORMAT_VERSION: u32 = 4;
+/// 5: the commit log (`commit.log`, see `log.rs`): commits it holds are not yet in LMDB,
+/// which a version-4 build would not read.
+pub(crate) const FORMAT_VERSION: u32 = 5;
 
 /// Opens the format record; foreign data almost never starts with it.
 const FORMAT_MAGIC: &[u8; 12] = b"synevi-store";
@@ -46,6 +48,9 @@ pub(crate) mod table {
 pub(crate) const KEY_FORMAT: &[u8] = b"format";
 /// Key of the node's [`synevi_types::NodeMeta`] in [`table::META`].
 pub(crate) const KEY_NODE_META: &[u8] = b"node";
+/// Key in [`table::META`] of the number of the last commit-log record LMDB holds (u64,
+/// big-endian); absent before the first checkpoint.
+pub(crate) const KEY_LOG_CHECKPOINT: &[u8] = b"log";
 
 /// What the format record says: which format, and which node the store belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

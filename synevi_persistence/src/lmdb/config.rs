@@ -1,5 +1,7 @@
 //! [`LmdbConfig`]: how large the LMDB memory map starts, how far it may grow, and by how much.
 
+use std::time::Duration;
+
 use synevi_types::SyneviError;
 
 const KIB: usize = 1024;
@@ -33,7 +35,12 @@ pub struct LmdbConfig {
     map_size_initial: usize,
     map_size_max: usize,
     map_size_growth: usize,
+    commit_log: bool,
+    checkpoint_interval: Duration,
 }
+
+/// How often, at most, a store with the commit log on applies the log's batches to LMDB.
+const CHECKPOINT_INTERVAL_DEFAULT: Duration = Duration::from_millis(100);
 
 impl Default for LmdbConfig {
     /// Starts at 1 GiB and grows by 1 GiB up to 1 TiB (on 32-bit targets: 256 MiB, by 256 MiB,
@@ -44,12 +51,16 @@ impl Default for LmdbConfig {
                 map_size_initial: GIB,
                 map_size_max: GIB.saturating_mul(1024),
                 map_size_growth: GIB,
+                commit_log: true,
+                checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
             }
         } else {
             LmdbConfig {
                 map_size_initial: 256 * MIB,
                 map_size_max: GIB,
                 map_size_growth: 256 * MIB,
+                commit_log: true,
+                checkpoint_interval: CHECKPOINT_INTERVAL_DEFAULT,
             }
         }
     }
@@ -76,6 +87,35 @@ impl LmdbConfig {
     pub fn map_size_growth(mut self, bytes: usize) -> Self {
         self.map_size_growth = bytes;
         self
+    }
+
+    /// Turns the commit log on (the default) or off. On, a commit is one record appended to
+    /// the log and flushed once; LMDB gets the batches of many commits in one synced write
+    /// transaction later (see [`crate::LmdbStore`]). Off, each commit is a synced LMDB write
+    /// transaction, which flushes twice. Either way a commit is durable when it returns; a
+    /// store opened with the log off first applies what a log left in its directory holds.
+    pub fn commit_log(mut self, on: bool) -> Self {
+        self.commit_log = on;
+        self
+    }
+
+    /// Sets how long, at most, a batch waits in the commit log before a commit applies the
+    /// log to LMDB (100 ms by default). Longer gathers more batches into each LMDB write
+    /// transaction and makes the log larger; a store also applies the log when it fills,
+    /// before it is read, and when it is closed.
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.checkpoint_interval = interval;
+        self
+    }
+
+    /// Whether the commit log is on.
+    pub fn commit_log_on(&self) -> bool {
+        self.commit_log
+    }
+
+    /// The configured checkpoint interval.
+    pub fn checkpoint_interval_duration(&self) -> Duration {
+        self.checkpoint_interval
     }
 
     /// The configured initial map size in bytes.
@@ -120,6 +160,8 @@ impl LmdbConfig {
             initial,
             max,
             growth: round_up(self.map_size_growth.max(page), page).unwrap_or(max),
+            commit_log: self.commit_log,
+            checkpoint_interval: self.checkpoint_interval,
         })
     }
 }
@@ -131,6 +173,8 @@ pub(crate) struct Validated {
     pub(crate) initial: usize,
     pub(crate) max: usize,
     pub(crate) growth: usize,
+    pub(crate) commit_log: bool,
+    pub(crate) checkpoint_interval: Duration,
 }
 
 impl Validated {

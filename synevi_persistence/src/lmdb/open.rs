@@ -11,8 +11,9 @@ use super::codec::{table, FormatRecord, FORMAT_VERSION, KEY_FORMAT};
 use super::config::Validated;
 use super::{corrupt, map_error};
 
-/// The files LMDB keeps in a store's directory; anything else there is not ours.
-const LMDB_FILES: [&str; 2] = ["data.mdb", "lock.mdb"];
+/// The files LMDB keeps in a store's directory, and the store's commit log; anything else
+/// there is not ours.
+const LMDB_FILES: [&str; 3] = ["data.mdb", "lock.mdb", super::log::LOG_FILE];
 
 /// Room for a few more named databases than we use, so that a foreign environment with more
 /// tables is reported as foreign rather than failing with `MDB_DBS_FULL`.

@@ -22,10 +22,12 @@ fn small_config() -> LmdbConfig {
 }
 
 /// Opens each fresh store in a new temporary directory; reopening drops the store (closing
-/// the environment) and opens the same directory again, as a restarted node does.
+/// the environment) and opens the same directory again, as a restarted node does, or, with
+/// `crash`, leaves the store as a crash would (the commit log's batches not yet in LMDB).
 struct OnDisk {
     dir: Option<TempDir>,
     config: LmdbConfig,
+    crash: bool,
 }
 
 impl OnDisk {
@@ -33,6 +35,21 @@ impl OnDisk {
         OnDisk {
             dir: None,
             config: small_config(),
+            crash: false,
+        }
+    }
+
+    fn crashing() -> Self {
+        OnDisk {
+            crash: true,
+            ..OnDisk::new()
+        }
+    }
+
+    fn without_log() -> Self {
+        OnDisk {
+            config: small_config().commit_log(false),
+            ..OnDisk::new()
         }
     }
 }
@@ -51,12 +68,29 @@ impl Harness for OnDisk {
 
     fn reopen(&mut self, store: LmdbStore) -> LmdbStore {
         let path = store.path().to_path_buf();
-        drop(store);
+        if self.crash {
+            store.crash();
+        } else {
+            drop(store);
+        }
         LmdbStore::with_config(path, SERIAL, self.config.clone()).expect("the store reopens")
     }
 }
 
 crate::store_conformance_tests!(OnDisk::new());
+
+/// The conformance suite with every reopen after a crash: what was committed comes back from
+/// the commit log.
+mod crashing {
+    use super::OnDisk;
+    crate::store_conformance_tests!(OnDisk::crashing());
+}
+
+/// The conformance suite with the commit log off: every commit straight into LMDB.
+mod without_log {
+    use super::OnDisk;
+    crate::store_conformance_tests!(OnDisk::without_log());
+}
 
 fn temp_store(config: LmdbConfig) -> (TempDir, PathBuf, LmdbStore) {
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -120,9 +154,36 @@ impl Rng {
     }
 }
 
+/// How a test leaves a store before it opens the directory again.
+#[derive(Clone, Copy)]
+enum Leave {
+    Close,
+    Crash,
+}
+
 #[test]
 fn many_commits_survive_reopens_like_mem_store() {
-    let (_dir, path, mut store) = temp_store(small_config());
+    commits_match_mem_store(small_config(), Leave::Close);
+}
+
+#[test]
+fn many_commits_survive_crashes_like_mem_store() {
+    commits_match_mem_store(small_config(), Leave::Crash);
+    // A checkpoint at every commit: the log starts over at each, over its old records.
+    commits_match_mem_store(
+        small_config().checkpoint_interval(std::time::Duration::ZERO),
+        Leave::Crash,
+    );
+}
+
+#[test]
+fn many_commits_without_the_log_survive_reopens_like_mem_store() {
+    commits_match_mem_store(small_config().commit_log(false), Leave::Close);
+    commits_match_mem_store(small_config().commit_log(false), Leave::Crash);
+}
+
+fn commits_match_mem_store(config: LmdbConfig, leave: Leave) {
+    let (_dir, path, mut store) = temp_store(config.clone());
     let model = MemStore::new(SERIAL).expect("opens");
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     let mut next_seq = 1;
@@ -153,15 +214,21 @@ fn many_commits_survive_reopens_like_mem_store() {
         store.commit(&batch).expect("lmdb commits");
         model.commit(&batch).expect("memory commits");
         if round % 50 == 49 {
-            drop(store);
-            store = reopen(&path, small_config());
+            match leave {
+                Leave::Close => drop(store),
+                Leave::Crash => store.crash(),
+            }
+            store = reopen(&path, config.clone());
         }
         if round % 10 == 0 {
             assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
         }
     }
-    drop(store);
-    let store = reopen(&path, small_config());
+    match leave {
+        Leave::Close => drop(store),
+        Leave::Crash => store.crash(),
+    }
+    let store = reopen(&path, config);
     assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
     assert_eq!(all_events(&store), all_events(&model));
     assert_eq!(
@@ -439,6 +506,9 @@ fn the_map_grows_as_the_log_grows_and_keeps_its_size_across_reopens() {
         };
         store.commit(&batch).expect("commits, growing the map");
     }
+    // The commit log's batches reach LMDB, and grow its map, at a checkpoint; a read makes
+    // one.
+    assert_eq!(all_events(&store).len(), 16 * 64);
     let grown = store.map_size();
     assert!(grown > initial, "{grown} > {initial}");
     drop(store);
@@ -543,4 +613,87 @@ fn commits_are_synced() {
     ] {
         assert!(!flags.contains(unsafe_flag), "{unsafe_flag:?} must be off");
     }
+}
+
+#[test]
+fn a_record_cut_short_by_a_crash_is_not_applied_and_the_log_goes_on() {
+    let (_dir, path, store) = temp_store(small_config());
+    let first = WriteBatch {
+        transactions: vec![record(t0(1, 1), Status::Committed, 1)],
+        events: vec![event(1, 1)],
+        ..WriteBatch::default()
+    };
+    store.commit(&first).expect("commits");
+    // A read applies the log to LMDB; the log starts over, and the next record is its first.
+    assert_eq!(all_events(&store), vec![event(1, 1)]);
+    let second = WriteBatch {
+        transactions: vec![record(t0(2, 1), Status::Committed, 2)],
+        events: vec![event(2, 2)],
+        ..WriteBatch::default()
+    };
+    store.commit(&second).expect("commits");
+    store.crash();
+    // The second record, torn: a byte of its payload never reached the disk.
+    let log_path = path.join(log::LOG_FILE);
+    let mut bytes = std::fs::read(&log_path).expect("reads the log");
+    bytes[20] ^= 0x01;
+    std::fs::write(&log_path, &bytes).expect("writes the log");
+
+    let store = reopen(&path, small_config());
+    let model = MemStore::new(SERIAL).expect("opens");
+    model.commit(&first).expect("commits");
+    assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
+    // The log goes on after the torn record, which is written over.
+    store.commit(&second).expect("commits again");
+    model.commit(&second).expect("commits");
+    store.crash();
+    let store = reopen(&path, small_config());
+    assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
+    assert_eq!(all_events(&store), vec![event(1, 1), event(2, 2)]);
+}
+
+#[test]
+fn a_store_opened_without_the_log_applies_what_a_log_left() {
+    let (_dir, path, store) = temp_store(small_config());
+    let batch = WriteBatch {
+        transactions: vec![record(t0(1, 1), Status::Committed, 1)],
+        events: vec![event(1, 1)],
+        meta: Some(meta(1)),
+        ..WriteBatch::default()
+    };
+    store.commit(&batch).expect("commits");
+    store.crash();
+    let store = reopen(&path, small_config().commit_log(false));
+    let model = MemStore::new(SERIAL).expect("opens");
+    model.commit(&batch).expect("commits");
+    assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
+    // And on again: the old records, applied, are not applied twice.
+    let next = WriteBatch {
+        events: vec![event(2, 2)],
+        ..WriteBatch::default()
+    };
+    store.commit(&next).expect("commits");
+    model.commit(&next).expect("commits");
+    drop(store);
+    let store = reopen(&path, small_config());
+    assert_eq!(store.load().expect("loads"), model.load().expect("loads"));
+}
+
+#[test]
+fn a_damaged_record_that_passes_its_checksum_is_corruption() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("store");
+    drop(LmdbStore::with_config(&path, SERIAL, small_config()).expect("opens"));
+    // A record whose CRC holds but whose payload is not a batch: written by something else.
+    std::fs::remove_file(path.join(log::LOG_FILE)).expect("removes the log");
+    {
+        let (mut log, _) = log::Log::open(&path, 0, true)
+            .expect("creates")
+            .expect("a log");
+        log.append(&[7u8; 5]).expect("appends");
+    }
+    assert_corrupt(
+        LmdbStore::with_config(&path, SERIAL, small_config()),
+        "record 1 of the commit log is damaged",
+    );
 }
