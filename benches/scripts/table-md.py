@@ -70,6 +70,12 @@ def main():
             f"| LMDB synced commit | p50 {lmdb['latency']['p50_us']} µs, "
             f"p99 {lmdb['latency']['p99_us']} µs, {lmdb['commits_per_s']:.0f} commits/s |"
         )
+        log = floor.get("log_commit")
+        if log:
+            print(
+                f"| LMDB store commit through its commit log | p50 {log['latency']['p50_us']} µs, "
+                f"p99 {log['latency']['p99_us']} µs, {log['commits_per_s']:.0f} commits/s |"
+            )
         if floor.get("stolen_share") is not None:
             print(f"| CPU time stolen by the host meanwhile | {100 * floor['stolen_share']:.0f} % |")
         print()

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use synevi::network::GrpcNetwork;
-use synevi::persistence::LmdbStore;
+use synevi::persistence::{LmdbConfig, LmdbStore};
 use synevi::types::{
     Applied, Ballot, Deps, Envelope, Inbox, Keys, Member, Message, Network, Status, Store,
     Timestamp, TxBody, TxRecord, WriteBatch, T, T0,
@@ -113,8 +113,13 @@ pub struct Floor {
     pub grpc_pipelined: Pipelined,
     /// gRPC, one message to each of [`FAN_OUT_PEERS`] at a time, to the fast quorum's answer.
     pub grpc_fan_out: FanOut,
-    /// LMDB, one synced commit at a time.
+    /// LMDB, one synced commit at a time (`LmdbStore` with the commit log off: one LMDB
+    /// write transaction per commit).
     pub lmdb_commit: LmdbCommit,
+    /// `LmdbStore` as the nodes use it, one commit at a time: a record appended to its commit
+    /// log and flushed, LMDB written at checkpoints. Absent in reports from before the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_commit: Option<LmdbCommit>,
     /// Of the time the machine's CPUs had work while the floor was measured, the share the
     /// host gave to other guests (`machine::stolen_share`).
     #[serde(default)]
@@ -131,8 +136,9 @@ pub async fn measure(
     data_dir: &Path,
     progress: &ProgressBar,
 ) -> anyhow::Result<Floor> {
-    progress
-        .set_length(counts.ping_pongs + counts.pipelined + counts.fan_outs + counts.lmdb_commits);
+    progress.set_length(
+        counts.ping_pongs + counts.pipelined + counts.fan_outs + 2 * counts.lmdb_commits,
+    );
     let ticks_before = crate::machine::cpu_ticks();
     let pair = EchoGroup::start(1).await?;
     let grpc_ping_pong = pair.ping_pong(counts.ping_pongs, progress).await?;
@@ -141,13 +147,15 @@ pub async fn measure(
     let group = EchoGroup::start(FAN_OUT_PEERS).await?;
     let grpc_fan_out = group.fan_out(counts.fan_outs, progress).await?;
     group.shutdown().await;
-    let lmdb_commit = lmdb_commits(counts.lmdb_commits, data_dir, progress).await?;
+    let lmdb_commit = lmdb_commits(counts.lmdb_commits, false, data_dir, progress).await?;
+    let log_commit = lmdb_commits(counts.lmdb_commits, true, data_dir, progress).await?;
     let stolen_share = crate::machine::stolen_share(ticks_before, crate::machine::cpu_ticks());
     Ok(Floor {
         grpc_ping_pong,
         grpc_pipelined,
         grpc_fan_out,
         lmdb_commit,
+        log_commit: Some(log_commit),
         stolen_share,
         rounds_round_trip_p50_us: Vec::new(),
     })
@@ -400,6 +408,7 @@ fn small_batch(sequence: u64) -> WriteBatch {
 
 async fn lmdb_commits(
     count: u64,
+    commit_log: bool,
     data_dir: &Path,
     progress: &ProgressBar,
 ) -> anyhow::Result<LmdbCommit> {
@@ -413,7 +422,8 @@ async fn lmdb_commits(
     let progress = progress.clone();
     // The store blocks on fsync: off the async workers, as the node driver does it.
     tokio::task::spawn_blocking(move || -> anyhow::Result<LmdbCommit> {
-        let store = LmdbStore::new(&path, 1)
+        let config = LmdbConfig::default().commit_log(commit_log);
+        let store = LmdbStore::with_config(&path, 1, config)
             .with_context(|| format!("floor: cannot open an LMDB store in {}", path.display()))?;
         for sequence in 0..LMDB_FLOOR_WARM_UP {
             store

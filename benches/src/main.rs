@@ -377,14 +377,18 @@ async fn execute(
 
 fn floor_line(floor: &Floor) -> String {
     format!(
-        "{:<24} gRPC round trip p50 {} µs ({:.0}/s), {:.0} messages/s pipelined, fan-out p50 {} µs, LMDB commit p50 {} µs ({:.0}/s)",
+        "{:<24} gRPC round trip p50 {} µs ({:.0}/s), {:.0} messages/s pipelined, fan-out p50 {} µs, LMDB commit p50 {} µs ({:.0}/s){}",
         "floor",
         floor.grpc_ping_pong.latency.p50_us,
         floor.grpc_ping_pong.round_trips_per_s,
         floor.grpc_pipelined.messages_per_s,
         floor.grpc_fan_out.latency.p50_us,
         floor.lmdb_commit.latency.p50_us,
-        floor.lmdb_commit.commits_per_s
+        floor.lmdb_commit.commits_per_s,
+        floor.log_commit.as_ref().map_or(String::new(), |log| format!(
+            ", through the commit log p50 {} µs ({:.0}/s)",
+            log.latency.p50_us, log.commits_per_s
+        ))
     )
 }
 

@@ -115,6 +115,13 @@ impl Report {
                 "  LMDB synced commit:             p50 {} µs, p99 {} µs, {:.0} commits/s",
                 lmdb.latency.p50_us, lmdb.latency.p99_us, lmdb.commits_per_s
             );
+            if let Some(log) = &floor.log_commit {
+                let _ = writeln!(
+                    out,
+                    "  commit through the commit log:  p50 {} µs, p99 {} µs, {:.0} commits/s",
+                    log.latency.p50_us, log.latency.p99_us, log.commits_per_s
+                );
+            }
             if let Some(share) = floor.stolen_share {
                 let _ = writeln!(
                     out,

@@ -8,6 +8,7 @@ mod open;
 mod tests;
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
@@ -665,8 +666,17 @@ impl LmdbStore {
             let last_event_seq = self.last_event_seq(&wtxn).map_err(CommitFailure::Failed)?;
             validate_batch(self.serial, last_event_seq, batch).map_err(CommitFailure::Failed)?;
         }
-        for encoded in batches {
-            self.apply(&mut wtxn, encoded)?;
+        let final_puts = (batches.len() > 1).then(|| final_puts(batches));
+        for (position, encoded) in batches.iter().enumerate() {
+            // A record that a later batch writes again or forgets need not be written: the
+            // transaction ends the same. A checkpoint's batches write most records two or
+            // three times (pre-accepted, committed, applied).
+            let is_final = |key: &[u8; 16]| {
+                final_puts
+                    .as_ref()
+                    .is_none_or(|last| last.get(key) == Some(&position))
+            };
+            self.apply(&mut wtxn, encoded, is_final)?;
         }
         if let Some(through) = checkpoint {
             self.tables
@@ -679,9 +689,19 @@ impl LmdbStore {
     }
 
     /// Writes one encoded batch in an open write transaction.
-    fn apply(&self, wtxn: &mut heed::RwTxn, encoded: &EncodedBatch) -> Result<(), CommitFailure> {
+    /// Writes one encoded batch in an open write transaction, of its transaction records
+    /// those that `is_final`.
+    fn apply(
+        &self,
+        wtxn: &mut heed::RwTxn,
+        encoded: &EncodedBatch,
+        is_final: impl Fn(&[u8; 16]) -> bool,
+    ) -> Result<(), CommitFailure> {
         let tables = &self.tables;
         for (key, value) in &encoded.index.transactions {
+            if !is_final(key) {
+                continue;
+            }
             tables
                 .transactions
                 .put(wtxn, key, &encoded.values[value.clone()])
@@ -905,6 +925,22 @@ impl Store for LmdbStore {
         }
         Ok(events)
     }
+}
+
+/// For each transaction record that `batches` write, the position of the batch whose write
+/// is the last thing they do to it; none if a forget comes after every write. Within a
+/// batch, records are written before ids are forgotten (see `apply`).
+fn final_puts(batches: &[&EncodedBatch]) -> HashMap<[u8; 16], usize> {
+    let mut last = HashMap::new();
+    for (position, batch) in batches.iter().enumerate() {
+        for (key, _) in &batch.index.transactions {
+            last.insert(*key, position);
+        }
+        for &t0 in &batch.index.forget {
+            last.remove(&t0_key(t0));
+        }
+    }
+    last
 }
 
 impl Drop for LmdbStore {
