@@ -3,6 +3,7 @@
 mod codec;
 mod config;
 mod log;
+mod logged;
 mod open;
 #[cfg(test)]
 mod tests;
@@ -12,8 +13,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 
 use heed::{Env, MdbError, PutFlags, RoTxn, WithoutTls};
 use serde::{Deserialize, Serialize};
@@ -28,23 +28,26 @@ use codec::{
 };
 use config::Validated;
 pub use config::{LmdbConfig, MAP_SIZE_MIN};
-use log::Log;
+use logged::CommitLog;
 use open::Tables;
 
 /// A [`Store`] that keeps a node's protocol state and event log in an LMDB environment on
 /// disk, so that a node restarted on the same directory resumes exactly where it was.
 ///
 /// # Durability and group commit
-/// Each [`Store::commit`] is one record appended to the store's commit log (`commit.log` in
+/// Each [`Store::commit`] is one record appended to the store's commit log (two files in
 /// its directory) and flushed (`fdatasync`) before `commit` returns: after `Ok`, the batch
 /// survives a crash or power loss; after `Err`, none of it was written. The node driver
 /// gathers the changes of many protocol messages into one [`WriteBatch`], so one flush
 /// covers them all. The batches in the log are applied to LMDB together, in one synced
 /// write transaction (a checkpoint), once [`LmdbConfig::checkpoint_interval`] has passed or
-/// the log is full, and before anything is read; a store reopened after a crash applies
-/// what the log holds beyond the last checkpoint. LMDB itself flushes twice per write
-/// transaction (its pages, then its meta page), so a commit through the log costs one flush
-/// where a commit straight into LMDB costs two.
+/// the log's file is full, by a thread of the store's own while commits go on in the other
+/// file; and before anything is read and when the store is closed, on the caller's thread.
+/// A store reopened after a crash applies what the log holds beyond the last checkpoint.
+/// LMDB itself flushes twice per write transaction (its pages, then its meta page), so a
+/// commit through the log costs one flush where a commit straight into LMDB costs two. If a
+/// checkpoint fails, the store takes no more commits and no reads until it is reopened
+/// (the batches stay in the log, and the reopened store applies them).
 ///
 /// With the log off ([`LmdbConfig::commit_log`]), each commit is one LMDB write
 /// transaction, synced before `commit` returns. Near the map's maximum size a commit also
@@ -69,13 +72,25 @@ use open::Tables;
 /// log record applied), `transactions` (keyed by `t0`, big-endian), `forgotten` (by
 /// coordinator serial and `t0`), `floors` (by serial), `events` (by `seq`, big-endian).
 /// Values are postcard. A format record written at creation names the format version and
-/// the node's serial; opening checks both. Beside LMDB's files, `commit.log`.
+/// the node's serial; opening checks both. Beside LMDB's files, the commit log's two files,
+/// `commit-0.log` and `commit-1.log`.
 ///
 /// # Map size
 /// See [`LmdbConfig`]: a commit that finds the map full grows it and retries once; past the
 /// configured maximum, or with the disk full, `commit` returns [`SyneviError::StoreFull`]
 /// and writes nothing. The store stays usable: a smaller batch may still fit.
 pub struct LmdbStore {
+    lmdb: Arc<Lmdb>,
+    /// With the commit log on: the log, what it holds beyond LMDB, and the thread that
+    /// checkpoints it.
+    logged: Option<CommitLog>,
+    /// Whether dropping the store applies the log's batches to LMDB (off only in tests that
+    /// leave a store as a crash would).
+    checkpoint_on_drop: bool,
+}
+
+/// The LMDB environment and what writes and reads it; shared with the checkpoint thread.
+struct Lmdb {
     serial: Serial,
     path: PathBuf,
     config: Validated,
@@ -86,53 +101,13 @@ pub struct LmdbStore {
     gate: RwLock<()>,
     /// The buffer the last batch was encoded into, kept for the next (see `keep_scratch`).
     scratch: Mutex<Vec<u8>>,
-    /// With the commit log on: the log, and the batches it holds that LMDB does not yet.
-    /// (Boxed: most of a store is here, and a store is often one variant of an enum.)
-    logged: Option<Box<Mutex<Logged>>>,
-    /// Whether dropping the store applies the log's batches to LMDB (off only in tests that
-    /// leave a store as a crash would).
-    checkpoint_on_drop: bool,
-}
-
-/// The commit log and what it holds beyond LMDB.
-struct Logged {
-    log: Log,
-    /// The batches appended since the last checkpoint, in order.
-    pending: Vec<EncodedBatch>,
-    /// What the pending batches may need of the map when they are applied (see `need`).
-    pending_need: usize,
-    /// The number of the last pending batch's record.
-    pending_through: u64,
-    /// The seq of the last event committed, in LMDB or pending.
-    last_event_seq: u64,
-    last_checkpoint: Instant,
-    /// Why the log failed, once it did: no more commits.
-    failed: Option<String>,
-    /// Encoding buffers of checkpointed batches, for the next batches.
-    spare: Vec<Vec<u8>>,
-    /// The buffer the last record's payload was written into.
-    payload: Vec<u8>,
-}
-
-/// Most encoding buffers kept for reuse after a checkpoint.
-const SPARE_BUFFERS_MAX: usize = 64;
-
-impl Logged {
-    /// Keeps a batch's encoding buffer for a later batch, unless enough are kept or it is
-    /// unusually large (see `keep_scratch`).
-    fn recycle(&mut self, mut values: Vec<u8>) {
-        if self.spare.len() < SPARE_BUFFERS_MAX && values.capacity() <= SCRATCH_KEPT_MAX {
-            values.clear();
-            self.spare.push(values);
-        }
-    }
 }
 
 impl fmt::Debug for LmdbStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LmdbStore")
-            .field("serial", &self.serial)
-            .field("path", &self.path)
+            .field("serial", &self.lmdb.serial)
+            .field("path", &self.lmdb.path)
             .finish_non_exhaustive()
     }
 }
@@ -251,7 +226,7 @@ impl LmdbStore {
         let path = path.as_ref().to_path_buf();
         let config = config.validated()?;
         let (env, tables) = open::open(&path, serial, &config)?;
-        let mut store = LmdbStore {
+        let lmdb = Arc::new(Lmdb {
             serial,
             path,
             config,
@@ -259,63 +234,64 @@ impl LmdbStore {
             tables,
             gate: RwLock::new(()),
             scratch: Mutex::new(Vec::new()),
-            logged: None,
+        });
+        let logged = CommitLog::open(&lmdb)?;
+        Ok(LmdbStore {
+            lmdb,
+            logged,
             checkpoint_on_drop: true,
-        };
-        store.logged = store.open_log()?.map(|logged| Box::new(Mutex::new(logged)));
-        Ok(store)
+        })
     }
 
-    /// Opens the commit log: applies to LMDB what it holds beyond the last checkpoint (the
-    /// commits of a store that was not closed), then keeps it for writing if the log is on.
-    /// A log left by a store that had it on is applied even when it is now off.
-    fn open_log(&self) -> Result<Option<Logged>, SyneviError> {
-        let checkpointed = self.checkpointed()?;
-        let Some((log, records)) = Log::open(&self.path, checkpointed, self.config.commit_log)?
-        else {
-            return Ok(None);
-        };
-        if let Some(last) = records.last() {
-            let through = last.lsn;
-            let batches = records
-                .iter()
-                .map(|record| {
-                    EncodedBatch::from_payload(&record.payload).map_err(|reason| {
-                        self.corrupt(format!(
-                            "record {} of the commit log is damaged: {reason}",
-                            record.lsn
-                        ))
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let batches: Vec<&EncodedBatch> = batches.iter().collect();
-            self.commit_encoded(&batches, None, Some(through))?;
-            tracing::info!(
-                path = %self.path.display(),
-                records = batches.len(),
-                through,
-                "applied the commit log's records beyond the last checkpoint"
-            );
+    /// Applies whatever the commit log holds beyond LMDB, so that LMDB can be read.
+    fn settle(&self) -> Result<(), SyneviError> {
+        match &self.logged {
+            Some(logged) => logged.settle(&self.lmdb),
+            None => Ok(()),
         }
-        if !self.config.commit_log {
-            return Ok(None);
-        }
-        let last_event_seq = {
-            let _shared = self.shared();
-            let rtxn = self.read_txn()?;
-            self.last_event_seq(&rtxn)?
-        };
-        Ok(Some(Logged {
-            log,
-            pending: Vec::new(),
-            pending_need: 0,
-            pending_through: 0,
-            last_event_seq,
-            last_checkpoint: Instant::now(),
-            failed: None,
-            spare: Vec::new(),
-            payload: Vec::new(),
-        }))
+    }
+
+    /// Leaves the store as a crash would: the log's batches stay out of LMDB, for the next
+    /// open to apply.
+    #[cfg(test)]
+    pub(crate) fn crash(mut self) {
+        self.checkpoint_on_drop = false;
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.lmdb.path
+    }
+
+    /// The current size of the memory map in bytes (the most the data file can grow to
+    /// before the map grows again).
+    pub fn map_size(&self) -> usize {
+        self.lmdb.env.info().map_size
+    }
+
+    /// The size of the data file on disk in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, SyneviError> {
+        self.lmdb
+            .env
+            .real_disk_size()
+            .map_err(|error| self.lmdb.error("measuring the data file", error))
+    }
+
+    /// How many transaction records the store holds (protocol state not yet forgotten).
+    pub fn transaction_count(&self) -> Result<u64, SyneviError> {
+        self.settle()?;
+        self.lmdb.transaction_count()
+    }
+}
+
+impl Lmdb {
+    fn transaction_count(&self) -> Result<u64, SyneviError> {
+        let _shared = self.shared();
+        let rtxn = self.read_txn()?;
+        self.tables
+            .transactions
+            .len(&rtxn)
+            .map_err(|error| self.error("counting transaction records", error))
     }
 
     /// The number of the last commit-log record LMDB holds (0 before the first).
@@ -339,35 +315,6 @@ impl LmdbStore {
         Ok(u64::from_be_bytes(bytes))
     }
 
-    /// Applies the log's pending batches to LMDB, in one synced write transaction that also
-    /// records the last record's number; then the log starts over. On an error nothing
-    /// changed: the batches stay pending (and durable in the log).
-    fn checkpoint(&self, logged: &mut Logged) -> Result<(), SyneviError> {
-        if !logged.pending.is_empty() {
-            let batches: Vec<&EncodedBatch> = logged.pending.iter().collect();
-            self.commit_encoded(&batches, None, Some(logged.pending_through))?;
-            logged.log.reset();
-            logged.pending_need = 0;
-            let pending = std::mem::take(&mut logged.pending);
-            for batch in pending {
-                logged.recycle(batch.values);
-            }
-        }
-        logged.last_checkpoint = Instant::now();
-        Ok(())
-    }
-
-    /// Applies whatever the log holds beyond LMDB, so that LMDB can be read.
-    fn settle(&self) -> Result<(), SyneviError> {
-        if let Some(logged) = &self.logged {
-            let mut logged = lock(logged);
-            if !logged.pending.is_empty() {
-                self.checkpoint(&mut logged)?;
-            }
-        }
-        Ok(())
-    }
-
     /// How many bytes the map may still grow by, at most.
     fn room(&self) -> usize {
         let used = self
@@ -379,112 +326,11 @@ impl LmdbStore {
         self.config.max.saturating_sub(used)
     }
 
-    /// A commit through the log (see the type's docs).
-    fn commit_logged(&self, logged: &Mutex<Logged>, batch: &WriteBatch) -> Result<(), SyneviError> {
-        let mut guard = lock(logged);
-        let logged = &mut *guard;
-        if let Some(reason) = &logged.failed {
-            return Err(SyneviError::Store(format!(
-                "the commit log of the store at {} failed earlier ({reason}); the store takes \
-                 no more commits until it is reopened",
-                self.path.display()
-            )));
-        }
-        validate_batch(self.serial, logged.last_event_seq, batch)?;
-        let buffer = logged.spare.pop().unwrap_or_default();
-        let encoded = self.encode(batch, buffer)?;
-        let need = encoded.need();
-        // Room for the branch pages above the leaves, as when the map grows.
-        let slack = 64 * self.config.page;
-        let due = logged.last_checkpoint.elapsed() >= self.config.checkpoint_interval;
-        let near_full = logged.pending_need + need + slack > self.room();
-        if !logged.pending.is_empty() && (due || near_full) {
-            self.checkpoint(logged)?;
-        }
-        let last_event_seq = batch.events.last().map_or(logged.last_event_seq, |e| e.seq);
-        if need + slack > self.room() {
-            // Close to the map's maximum: straight into LMDB, which grows the map or finds
-            // it full, and then writes nothing.
-            let committed = self.commit_encoded(&[&encoded], None, None);
-            if committed.is_ok() {
-                logged.last_event_seq = last_event_seq;
-            }
-            logged.recycle(encoded.values);
-            return committed;
-        }
-        let mut payload = std::mem::take(&mut logged.payload);
-        payload.clear();
-        encoded.write_payload(&mut payload).map_err(|reason| {
-            SyneviError::Store(format!("cannot encode a commit-log record: {reason}"))
-        })?;
-        if !logged.log.fits(payload.len()) {
-            // A log that fills within one interval grows, up to a limit; past it, or when
-            // the interval is over, a checkpoint empties it.
-            if !due && logged.log.size() < log::SIZE_GROWN_MAX {
-                let doubled = logged.log.size().saturating_mul(2);
-                logged.log.grow_to(doubled.min(log::SIZE_GROWN_MAX))?;
-            }
-            if !logged.log.fits(payload.len()) {
-                self.checkpoint(logged)?;
-            }
-            if !logged.log.fits_empty(payload.len()) {
-                logged.log.grow_to_fit(payload.len())?;
-            }
-        }
-        let appended = logged.log.append(&payload);
-        logged.payload = payload;
-        let lsn = match appended {
-            Ok(lsn) => lsn,
-            Err(error) => {
-                logged.failed = Some(error.to_string());
-                return Err(SyneviError::Store(format!(
-                    "writing the commit log of the store at {} failed: {error}; nothing of the \
-                 batch was kept, and the store takes no more commits until it is reopened",
-                    self.path.display()
-                )));
-            }
-        };
-        logged.last_event_seq = last_event_seq;
-        logged.pending_need += need;
-        logged.pending_through = lsn;
-        logged.pending.push(encoded);
-        Ok(())
-    }
-
-    /// Leaves the store as a crash would: the log's batches stay out of LMDB, for the next
-    /// open to apply.
-    #[cfg(test)]
-    pub(crate) fn crash(mut self) {
-        self.checkpoint_on_drop = false;
-    }
-
-    /// The directory the store lives in.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The current size of the memory map in bytes (the most the data file can grow to
-    /// before the map grows again).
-    pub fn map_size(&self) -> usize {
-        self.env.info().map_size
-    }
-
-    /// The size of the data file on disk in bytes.
-    pub fn size_on_disk(&self) -> Result<u64, SyneviError> {
-        self.env
-            .real_disk_size()
-            .map_err(|error| self.error("measuring the data file", error))
-    }
-
-    /// How many transaction records the store holds (protocol state not yet forgotten).
-    pub fn transaction_count(&self) -> Result<u64, SyneviError> {
-        self.settle()?;
+    /// The seq of the last event in LMDB.
+    fn stored_last_event_seq(&self) -> Result<u64, SyneviError> {
         let _shared = self.shared();
         let rtxn = self.read_txn()?;
-        self.tables
-            .transactions
-            .len(&rtxn)
-            .map_err(|error| self.error("counting transaction records", error))
+        self.last_event_seq(&rtxn)
     }
 
     fn shared(&self) -> RwLockReadGuard<'_, ()> {
@@ -623,7 +469,7 @@ impl LmdbStore {
                 Ok(()) => return Ok(()),
                 Err(CommitFailure::Failed(error)) => return Err(error),
                 Err(CommitFailure::MapFull) if retries >= COMMIT_RETRIES_MAX => {
-                    return Err(self.full(batches, self.map_size()));
+                    return Err(self.full(batches, self.env.info().map_size));
                 }
                 Err(CommitFailure::MapFull) => {
                     retries += 1;
@@ -662,9 +508,16 @@ impl LmdbStore {
             .env
             .write_txn()
             .map_err(|error| self.failure("starting a write transaction", error))?;
-        if let Some(batch) = validate {
-            let last_event_seq = self.last_event_seq(&wtxn).map_err(CommitFailure::Failed)?;
-            validate_batch(self.serial, last_event_seq, batch).map_err(CommitFailure::Failed)?;
+        let last_event_seq = self.last_event_seq(&wtxn).map_err(CommitFailure::Failed)?;
+        match validate {
+            Some(batch) => {
+                validate_batch(self.serial, last_event_seq, batch).map_err(CommitFailure::Failed)?
+            }
+            // The commit log's batches were validated when they were logged; that they
+            // continue the stored log is checked again here, since a gap LMDB would append.
+            None => self
+                .check_events_continue(last_event_seq, batches)
+                .map_err(CommitFailure::Failed)?,
         }
         let final_puts = (batches.len() > 1).then(|| final_puts(batches));
         for (position, encoded) in batches.iter().enumerate() {
@@ -689,6 +542,29 @@ impl LmdbStore {
     }
 
     /// Writes one encoded batch in an open write transaction.
+    /// Checks that the events of `batches` continue the event log from `last_event_seq`.
+    fn check_events_continue(
+        &self,
+        last_event_seq: u64,
+        batches: &[&EncodedBatch],
+    ) -> Result<(), SyneviError> {
+        let mut expected = last_event_seq;
+        for batch in batches {
+            for (key, _) in &batch.index.events {
+                expected += 1;
+                let seq = decode_seq(key)
+                    .map_err(|reason| self.corrupt(format!("an event's key: {reason}")))?;
+                if seq != expected {
+                    return Err(self.corrupt(format!(
+                        "the commit log holds event {seq} where event {expected} continues the \
+                         event log"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes one encoded batch in an open write transaction, of its transaction records
     /// those that `is_final`.
     fn apply(
@@ -801,11 +677,36 @@ impl LmdbStore {
 
 impl Store for LmdbStore {
     fn serial(&self) -> Serial {
-        self.serial
+        self.lmdb.serial
     }
 
     fn load(&self) -> Result<StoredState, SyneviError> {
         self.settle()?;
+        self.lmdb.load()
+    }
+
+    fn commit(&self, batch: &WriteBatch) -> Result<(), SyneviError> {
+        if batch.is_empty() {
+            // Nothing to write, nothing to sync.
+            return Ok(());
+        }
+        match &self.logged {
+            Some(logged) => logged.commit(&self.lmdb, batch),
+            None => self.lmdb.commit(batch),
+        }
+    }
+
+    fn events_after(&self, after_seq: u64, limit: usize) -> Result<Vec<Event>, SyneviError> {
+        if after_seq == u64::MAX || limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.settle()?;
+        self.lmdb.events_after(after_seq, limit)
+    }
+}
+
+impl Lmdb {
+    fn load(&self) -> Result<StoredState, SyneviError> {
         let _shared = self.shared();
         let rtxn = self.read_txn()?;
         let tables = &self.tables;
@@ -874,14 +775,8 @@ impl Store for LmdbStore {
         })
     }
 
+    /// A commit straight into LMDB: one synced write transaction.
     fn commit(&self, batch: &WriteBatch) -> Result<(), SyneviError> {
-        if batch.is_empty() {
-            // Nothing to write, nothing to sync.
-            return Ok(());
-        }
-        if let Some(logged) = &self.logged {
-            return self.commit_logged(logged, batch);
-        }
         // The last batch's buffer.
         let values =
             std::mem::take(&mut *self.scratch.lock().unwrap_or_else(PoisonError::into_inner));
@@ -898,7 +793,6 @@ impl Store for LmdbStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.settle()?;
         let _shared = self.shared();
         let rtxn = self.read_txn()?;
         let read = |error| self.error("reading the event log", error);
@@ -944,30 +838,13 @@ fn final_puts(batches: &[&EncodedBatch]) -> HashMap<[u8; 16], usize> {
 }
 
 impl Drop for LmdbStore {
-    /// Applies the log's batches to LMDB, so that the next open has nothing to apply.
+    /// Applies the log's batches to LMDB, so that the next open has nothing to apply, and
+    /// stops the checkpoint thread.
     fn drop(&mut self) {
-        if !self.checkpoint_on_drop {
-            return;
-        }
-        if let Err(error) = self.settle() {
-            // Nothing is lost: the batches are durable in the log and the next open applies
-            // them.
-            tracing::warn!(path = %self.path.display(), %error, "closing the store could not checkpoint its commit log");
+        if let Some(logged) = &mut self.logged {
+            logged.close(&self.lmdb, self.checkpoint_on_drop);
         }
     }
-}
-
-/// Takes the log's lock. After a panic while it was held, the log takes no more commits: a
-/// record may have been written whose batch is not pending (a checkpoint then ends at the
-/// last pending batch and the record, never acknowledged, is written over).
-fn lock(logged: &Mutex<Logged>) -> MutexGuard<'_, Logged> {
-    logged.lock().unwrap_or_else(|poisoned| {
-        let mut logged = poisoned.into_inner();
-        logged
-            .failed
-            .get_or_insert_with(|| "a commit panicked".to_string());
-        logged
-    })
 }
 
 /// A [`SyneviError::StoreCorrupt`] for the store at `path`.

@@ -20,7 +20,8 @@ use synevi_types::{Serial, Timestamp, T0};
 /// version-3 build would answer a retransmitted PreAccept with none).
 /// 5: the commit log (`commit.log`, see `log.rs`): commits it holds are not yet in LMDB,
 /// which a version-4 build would not read.
-pub(crate) const FORMAT_VERSION: u32 = 5;
+/// 6: the commit log in two files that take turns (`commit-0.log`, `commit-1.log`).
+pub(crate) const FORMAT_VERSION: u32 = 6;
 
 /// Opens the format record; foreign data almost never starts with it.
 const FORMAT_MAGIC: &[u8; 12] = b"synevi-store";

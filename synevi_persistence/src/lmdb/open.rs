@@ -13,7 +13,12 @@ use super::{corrupt, map_error};
 
 /// The files LMDB keeps in a store's directory, and the store's commit log; anything else
 /// there is not ours.
-const LMDB_FILES: [&str; 3] = ["data.mdb", "lock.mdb", super::log::LOG_FILE];
+const LMDB_FILES: [&str; 4] = [
+    "data.mdb",
+    "lock.mdb",
+    super::log::LOG_FILES[0],
+    super::log::LOG_FILES[1],
+];
 
 /// Room for a few more named databases than we use, so that a foreign environment with more
 /// tables is reported as foreign rather than failing with `MDB_DBS_FULL`.

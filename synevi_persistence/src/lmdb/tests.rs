@@ -601,6 +601,7 @@ fn the_store_can_be_shared_between_threads() {
 fn commits_are_synced() {
     let (_dir, _path, store) = temp_store(small_config());
     let flags = store
+        .lmdb
         .env
         .flags()
         .expect("reads flags")
@@ -634,7 +635,7 @@ fn a_record_cut_short_by_a_crash_is_not_applied_and_the_log_goes_on() {
     store.commit(&second).expect("commits");
     store.crash();
     // The second record, torn: a byte of its payload never reached the disk.
-    let log_path = path.join(log::LOG_FILE);
+    let log_path = path.join(log::LOG_FILES[0]);
     let mut bytes = std::fs::read(&log_path).expect("reads the log");
     bytes[20] ^= 0x01;
     std::fs::write(&log_path, &bytes).expect("writes the log");
@@ -685,9 +686,9 @@ fn a_damaged_record_that_passes_its_checksum_is_corruption() {
     let path = dir.path().join("store");
     drop(LmdbStore::with_config(&path, SERIAL, small_config()).expect("opens"));
     // A record whose CRC holds but whose payload is not a batch: written by something else.
-    std::fs::remove_file(path.join(log::LOG_FILE)).expect("removes the log");
+    std::fs::remove_file(path.join(log::LOG_FILES[0])).expect("removes the log");
     {
-        let (mut log, _) = log::Log::open(&path, 0, true)
+        let (mut log, _) = log::Log::open(&path, log::LOG_FILES[0], 0, true)
             .expect("creates")
             .expect("a log");
         log.append(&[7u8; 5]).expect("appends");
@@ -696,4 +697,25 @@ fn a_damaged_record_that_passes_its_checksum_is_corruption() {
         LmdbStore::with_config(&path, SERIAL, small_config()),
         "record 1 of the commit log is damaged",
     );
+}
+
+/// With a checkpoint due at every commit, each hands its batch to the checkpoint thread
+/// and the next commits go to the other file, numbered on from the first (a store whose
+/// files numbered their records each from 1 lost the second commit here).
+#[test]
+fn commits_in_both_log_files_survive_a_crash() {
+    let config = small_config().checkpoint_interval(std::time::Duration::ZERO);
+    let (_dir, path, store) = temp_store(config.clone());
+    for seq in 1..=20u64 {
+        store
+            .commit(&WriteBatch {
+                events: vec![event(seq, seq as u8)],
+                ..WriteBatch::default()
+            })
+            .expect("commits");
+    }
+    store.crash();
+    let store = reopen(&path, config);
+    let seqs: Vec<u64> = all_events(&store).iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
 }
