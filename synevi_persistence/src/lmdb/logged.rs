@@ -225,6 +225,9 @@ impl CommitLog {
             SyneviError::Store(format!("cannot encode a commit-log record: {reason}"))
         })?;
         let due = state.last_checkpoint.elapsed() >= lmdb.config.checkpoint_interval;
+        if due && !state.pending.is_empty() && state.in_flight.is_none() {
+            state = self.hand_over(state);
+        }
         if !state.active().fits(payload.len()) {
             // A log that fills within one interval grows, up to a limit; past it, or when
             // the interval is over, a checkpoint empties it.
@@ -240,9 +243,8 @@ impl CommitLog {
             if !state.active().fits_empty(payload.len()) {
                 state.active().grow_to_fit(payload.len())?;
             }
-        } else if due && !state.pending.is_empty() && state.in_flight.is_none() {
-            state = self.hand_over(state);
         }
+        debug_assert!(state.active().fits(payload.len()));
         let appended = state.active().append(&payload);
         state.payload = payload;
         let lsn = match appended {

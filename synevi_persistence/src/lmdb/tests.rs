@@ -719,3 +719,36 @@ fn commits_in_both_log_files_survive_a_crash() {
     let seqs: Vec<u64> = all_events(&store).iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
 }
+
+/// A checkpoint due hands the batches over and makes the other file active, which may be
+/// smaller than the next record: it grows first.
+#[test]
+fn a_record_larger_than_the_other_log_file_grows_it() {
+    let config = small_config().checkpoint_interval(std::time::Duration::ZERO);
+    let (_dir, path, store) = temp_store(config.clone());
+    let batch = |seq: u64, bytes: usize| WriteBatch {
+        events: vec![event_with_payload(seq, bytes)],
+        ..WriteBatch::default()
+    };
+    store.commit(&batch(1, 10)).expect("commits");
+    // A read leaves nothing pending and no checkpoint under way.
+    assert_eq!(all_events(&store).len(), 1);
+    // Larger than the active file (1 MiB): it grows to 4 MiB, with nothing to hand over.
+    store
+        .commit(&batch(2, 5 << 19))
+        .expect("commits, growing the file");
+    // Fits beside it, but the checkpoint due hands record 2 over first and makes the other
+    // file (1 MiB) active.
+    store
+        .commit(&batch(3, 9 << 17))
+        .expect("commits, growing the other file");
+    store.crash();
+    let store = reopen(&path, config);
+    assert_eq!(
+        all_events(&store),
+        vec![batch(1, 10), batch(2, 5 << 19), batch(3, 9 << 17)]
+            .into_iter()
+            .flat_map(|batch| batch.events)
+            .collect::<Vec<_>>()
+    );
+}
