@@ -266,7 +266,7 @@ impl LmdbStore {
     /// The current size of the memory map in bytes (the most the data file can grow to
     /// before the map grows again).
     pub fn map_size(&self) -> usize {
-        self.lmdb.env.info().map_size
+        self.lmdb.map_size()
     }
 
     /// The size of the data file on disk in bytes.
@@ -315,8 +315,18 @@ impl Lmdb {
         Ok(u64::from_be_bytes(bytes))
     }
 
-    /// How many bytes the map may still grow by, at most.
+    /// The map's size. Under the gate: `mdb_env_info` reads the meta pages through the map,
+    /// which growing it (on the checkpoint thread) replaces.
+    fn map_size(&self) -> usize {
+        let _shared = self.shared();
+        self.env.info().map_size
+    }
+
+    /// How many bytes the map may still grow by, at most. Under the gate, as `map_size`: a
+    /// commit asks while the checkpoint thread may grow the map (a long run that read it
+    /// unguarded crashed in `mdb_env_info`).
     fn room(&self) -> usize {
+        let _shared = self.shared();
         let used = self
             .env
             .info()
@@ -469,7 +479,7 @@ impl Lmdb {
                 Ok(()) => return Ok(()),
                 Err(CommitFailure::Failed(error)) => return Err(error),
                 Err(CommitFailure::MapFull) if retries >= COMMIT_RETRIES_MAX => {
-                    return Err(self.full(batches, self.env.info().map_size));
+                    return Err(self.full(batches, self.map_size()));
                 }
                 Err(CommitFailure::MapFull) => {
                     retries += 1;

@@ -99,10 +99,11 @@ impl LmdbConfig {
         self
     }
 
-    /// Sets how long, at most, a batch waits in the commit log before a commit applies the
-    /// log to LMDB (100 ms by default). Longer gathers more batches into each LMDB write
-    /// transaction and makes the log larger; a store also applies the log when it fills,
-    /// before it is read, and when it is closed.
+    /// Sets how long, at most, batches gather in one of the commit log's two files before
+    /// the store's checkpoint thread applies them to LMDB (100 ms by default). Longer puts
+    /// more batches into each LMDB write transaction and makes the log's files larger (and
+    /// the batches they hold, kept in memory until their checkpoint); a store also
+    /// checkpoints when a file fills, before it is read, and when it is closed.
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.checkpoint_interval = interval;
         self

@@ -370,6 +370,22 @@ impl CommitLog {
     }
 }
 
+/// Ends the checkpoint under way as failed if the checkpoint thread panics.
+struct OnPanic<'a>(&'a Shared);
+
+impl Drop for OnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut state = lock(self.0);
+            state.failed = Some(format!(
+                "{CHECKPOINT_FAILED}: the checkpoint thread panicked"
+            ));
+            state.in_flight = None;
+            self.0.changed.notify_all();
+        }
+    }
+}
+
 /// How the reason a store fails starts when a checkpoint failed.
 const CHECKPOINT_FAILED: &str = "a checkpoint failed";
 
@@ -388,6 +404,8 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 
 /// The checkpoint thread: writes each handed-over checkpoint into LMDB.
 fn checkpoints(shared: &Shared, lmdb: &Lmdb) {
+    // Should the thread panic, commits waiting for its checkpoint must not wait forever.
+    let _unwinding = OnPanic(shared);
     loop {
         let job = {
             let mut state = lock(shared);

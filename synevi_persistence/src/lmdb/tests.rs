@@ -752,3 +752,31 @@ fn a_record_larger_than_the_other_log_file_grows_it() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Commits go on while the checkpoint thread grows the map, and all of them come back after
+/// a crash. (Each commit also asks how much room the map has; growing replaces the map, so
+/// the question waits for the gate: an unguarded read crashed a long run of the harness in
+/// `mdb_env_info`. This test seldom meets that window; the gate in `Lmdb::room` closes it.)
+#[test]
+fn commits_go_on_while_the_checkpoint_thread_grows_the_map() {
+    let config = LmdbConfig::default()
+        .map_size_initial(MAP_SIZE_MIN)
+        .map_size_growth(MAP_SIZE_MIN)
+        .map_size_max(1 << 30)
+        .checkpoint_interval(std::time::Duration::ZERO);
+    let (_dir, path, store) = temp_store(config.clone());
+    let grown_from = store.map_size();
+    let total = 1_500u64;
+    for seq in 1..=total {
+        store
+            .commit(&WriteBatch {
+                events: vec![event_with_payload(seq, 8 << 10)],
+                ..WriteBatch::default()
+            })
+            .expect("commits");
+    }
+    assert!(store.map_size() > grown_from, "the map grew");
+    store.crash();
+    let store = reopen(&path, config);
+    assert_eq!(all_events(&store).len() as u64, total);
+}
