@@ -78,7 +78,9 @@ use open::Tables;
 /// # Map size
 /// See [`LmdbConfig`]: a commit that finds the map full grows it and retries once; past the
 /// configured maximum, or with the disk full, `commit` returns [`SyneviError::StoreFull`]
-/// and writes nothing. The store stays usable: a smaller batch may still fit.
+/// and writes nothing. The store stays usable: a smaller batch may still fit. Through the
+/// commit log the map grows at checkpoints; a commit whose batch, with those the log holds,
+/// may not fit below the maximum goes straight into LMDB (above), so the same holds.
 pub struct LmdbStore {
     lmdb: Arc<Lmdb>,
     /// With the commit log on: the log, what it holds beyond LMDB, and the thread that
@@ -336,6 +338,16 @@ impl Lmdb {
         self.config.max.saturating_sub(used)
     }
 
+    /// What writing `batches` in one transaction may need of the map: copy-on-write keeps
+    /// the old pages until the transaction commits (`EncodedBatch::need`), plus room for the
+    /// branch pages above the leaves.
+    fn needed(&self, batches: &[&EncodedBatch]) -> usize {
+        batches
+            .iter()
+            .fold(0usize, |sum, batch| sum.saturating_add(batch.need()))
+            .saturating_add(64 * self.config.page)
+    }
+
     /// The seq of the last event in LMDB.
     fn stored_last_event_seq(&self) -> Result<u64, SyneviError> {
         let _shared = self.shared();
@@ -483,14 +495,7 @@ impl Lmdb {
                 }
                 Err(CommitFailure::MapFull) => {
                     retries += 1;
-                    // Copy-on-write: a transaction writes new copies of the pages it changes
-                    // and frees the old ones only after it commits (`need`), plus room for the
-                    // branch pages above the leaves.
-                    let needed = batches
-                        .iter()
-                        .fold(0usize, |sum, batch| sum.saturating_add(batch.need()))
-                        .saturating_add(64 * self.config.page);
-                    self.grow(needed, batches)?;
+                    self.grow(self.needed(batches), batches)?;
                 }
             }
         }
@@ -551,7 +556,6 @@ impl Lmdb {
             .map_err(|error| self.failure("committing a batch", error))
     }
 
-    /// Writes one encoded batch in an open write transaction.
     /// Checks that the events of `batches` continue the event log from `last_event_seq`.
     fn check_events_continue(
         &self,
@@ -630,8 +634,8 @@ impl Lmdb {
                 .map_err(|error| self.failure("pruning forgotten ids", error))?;
         }
         for (key, value) in &encoded.index.events {
-            // `validate_batch` checked that the seqs continue the log, so each key sorts last
-            // and LMDB may append without searching.
+            // `validate_batch` or `check_events_continue` checked that the seqs continue the
+            // log, so each key sorts last and LMDB may append without searching.
             tables
                 .events
                 .put_with_flags(wtxn, PutFlags::APPEND, key, &encoded.values[value.clone()])

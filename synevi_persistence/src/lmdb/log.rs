@@ -68,7 +68,7 @@ pub(crate) struct Replayed {
     pub(crate) payload: Vec<u8>,
 }
 
-/// The open commit log, written by one thread at a time (the store's lock).
+/// One open file of the commit log, written by one thread at a time (the store's lock).
 pub(crate) struct Log {
     file: File,
     path: PathBuf,
@@ -78,8 +78,8 @@ pub(crate) struct Log {
     size: u64,
     /// The next record's number.
     next_lsn: u64,
-    /// The record being written: header, payload, padding.
-    buffer: Vec<u8>,
+    /// Records written since the last reset.
+    records: usize,
 }
 
 impl Log {
@@ -117,7 +117,7 @@ impl Log {
             end: 0,
             size: bytes.len() as u64,
             next_lsn: highest.max(checkpointed) + 1,
-            buffer: Vec::new(),
+            records: 0,
         };
         Ok(Some((log, records)))
     }
@@ -136,7 +136,7 @@ impl Log {
             end: 0,
             size: 0,
             next_lsn: checkpointed + 1,
-            buffer: Vec::new(),
+            records: 0,
         };
         log.grow_to(SIZE_INITIAL)?;
         File::open(dir)
@@ -153,6 +153,11 @@ impl Log {
     /// Numbers the next record `next_lsn` at least (the other file may have got further).
     pub(crate) fn continue_from(&mut self, next_lsn: u64) {
         self.next_lsn = self.next_lsn.max(next_lsn);
+    }
+
+    /// How many records were written since the last reset.
+    pub(crate) fn records(&self) -> usize {
+        self.records
     }
 
     /// The file's length in bytes.
@@ -199,21 +204,26 @@ impl Log {
         self.grow_to(record_len(payload_len).next_power_of_two())
     }
 
-    /// Writes `payload` as the next record and flushes it. On `Ok` the record is durable;
-    /// its number is returned. The caller checked that it [`fits`](Log::fits). On `Err` the
-    /// write or its flush failed: the record's header was zeroed again if the disk allowed
-    /// it, and the log must not be written any more.
-    pub(crate) fn append(&mut self, payload: &[u8]) -> io::Result<u64> {
-        let mut buffer = std::mem::take(&mut self.buffer);
-        buffer.clear();
-        buffer.extend_from_slice(&[0u8; HEADER_LEN]);
-        buffer.extend_from_slice(payload);
-        let written = self.write(&mut buffer, payload.len());
-        self.buffer = buffer;
-        written
+    /// Empties `record` and leaves room for a record's header in it: the payload is
+    /// appended after, and [`Log::append`] writes the header in place.
+    pub(crate) fn start_record(record: &mut Vec<u8>) {
+        record.clear();
+        record.extend_from_slice(&[0u8; HEADER_LEN]);
     }
 
-    fn write(&mut self, buffer: &mut Vec<u8>, payload_len: usize) -> io::Result<u64> {
+    /// The payload's length in a record begun with [`Log::start_record`].
+    pub(crate) fn payload_len(record: &[u8]) -> usize {
+        record.len().saturating_sub(HEADER_LEN)
+    }
+
+    /// Writes `record` (begun with [`Log::start_record`], the payload appended) as the next
+    /// record and flushes it. On `Ok` the record is durable; its number is returned. The
+    /// caller checked that it [`fits`](Log::fits). On `Err` the write or its flush failed:
+    /// the record's header was zeroed again if the disk allowed it, and the log must not be
+    /// written any more.
+    pub(crate) fn append(&mut self, record: &mut Vec<u8>) -> io::Result<u64> {
+        debug_assert!(record.len() >= HEADER_LEN, "begun with start_record");
+        let payload_len = Log::payload_len(record);
         debug_assert!(self.fits(payload_len), "the caller makes room first");
         let Ok(length) = u32::try_from(payload_len) else {
             return Err(io::Error::new(
@@ -222,15 +232,15 @@ impl Log {
             ));
         };
         let lsn = self.next_lsn;
-        buffer[0..4].copy_from_slice(&length.to_le_bytes());
-        buffer[8..16].copy_from_slice(&lsn.to_le_bytes());
-        let crc = checksum(&buffer[0..4], &buffer[8..16], &buffer[HEADER_LEN..]);
-        buffer[4..8].copy_from_slice(&crc.to_le_bytes());
-        buffer.resize(buffer.len().next_multiple_of(ALIGN), 0);
+        record[0..4].copy_from_slice(&length.to_le_bytes());
+        record[8..16].copy_from_slice(&lsn.to_le_bytes());
+        let crc = checksum(&record[0..4], &record[8..16], &record[HEADER_LEN..]);
+        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        record.resize(record.len().next_multiple_of(ALIGN), 0);
         let at = self.end;
         let written = self
             .file
-            .write_all_at(buffer, at)
+            .write_all_at(record, at)
             .and_then(|()| self.file.sync_data());
         if let Err(error) = written {
             // Undo what may have reached the disk, so that a reopened store does not apply
@@ -241,14 +251,16 @@ impl Log {
                 .and_then(|()| self.file.sync_data());
             return Err(error);
         }
-        self.end = at + buffer.len() as u64;
+        self.end = at + record.len() as u64;
         self.next_lsn = lsn + 1;
+        self.records += 1;
         Ok(lsn)
     }
 
     /// Starts writing at offset 0 again. Only after a checkpoint applied every record.
     pub(crate) fn reset(&mut self) {
         self.end = 0;
+        self.records = 0;
     }
 }
 
@@ -329,9 +341,11 @@ mod tests {
 
     fn append(log: &mut Log, len: usize) -> u64 {
         let lsn = log.next_lsn();
-        let bytes = payload(lsn, len);
+        let mut record = Vec::new();
+        Log::start_record(&mut record);
+        record.extend_from_slice(&payload(lsn, len));
         assert!(log.fits(len));
-        log.append(&bytes).expect("appends")
+        log.append(&mut record).expect("appends")
     }
 
     fn lsns(records: &[Replayed]) -> Vec<u64> {

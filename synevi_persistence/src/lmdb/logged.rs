@@ -42,8 +42,6 @@ struct Shared {
 struct Job {
     batches: Vec<EncodedBatch>,
     through: u64,
-    /// The file the batches' records are in, free again once they are in LMDB.
-    file: usize,
 }
 
 struct State {
@@ -62,12 +60,29 @@ struct State {
     last_event_seq: u64,
     last_checkpoint: Instant,
     /// Why the store takes no more commits, once it does not.
-    failed: Option<String>,
+    failed: Option<Failure>,
     /// Encoding buffers of checkpointed batches, for the next batches.
     spare: Vec<Vec<u8>>,
-    /// The buffer the last record's payload was written into.
-    payload: Vec<u8>,
+    /// The buffer the last record was framed in (`Log::start_record`).
+    record: Vec<u8>,
     stop: bool,
+}
+
+/// Why a store's commit log takes no more commits.
+enum Failure {
+    /// A write or flush of the log failed, or a commit panicked: LMDB and the pending batches
+    /// still hold every acknowledged commit, so reads go on.
+    Commits(String),
+    /// A checkpoint failed: its batches are only in the log now, so reads stop too.
+    Checkpoint(String),
+}
+
+impl Failure {
+    fn reason(&self) -> &str {
+        match self {
+            Failure::Commits(reason) | Failure::Checkpoint(reason) => reason,
+        }
+    }
 }
 
 impl State {
@@ -82,6 +97,20 @@ impl State {
 
     fn active(&mut self) -> &mut Log {
         &mut self.logs[self.active]
+    }
+
+    /// The invariants of the module's docs that are cheap to check.
+    fn check(&self) {
+        let active = &self.logs[self.active];
+        debug_assert_eq!(
+            active.records(),
+            self.pending.len(),
+            "the active file holds exactly the pending batches"
+        );
+        debug_assert!(
+            self.pending.is_empty() || self.pending_through + 1 == active.next_lsn(),
+            "the last pending batch is the active file's last record"
+        );
     }
 }
 
@@ -138,7 +167,7 @@ impl CommitLog {
         if !create {
             return Ok(None);
         }
-        let Ok(logs) = <[Log; 2]>::try_from(logs) else {
+        let Ok(mut logs) = <[Log; 2]>::try_from(logs) else {
             return Err(lmdb.corrupt("one of the two commit-log files is missing"));
         };
         // Every record in either file is in LMDB now: both start over.
@@ -147,7 +176,6 @@ impl CommitLog {
             .map(Log::next_lsn)
             .max()
             .unwrap_or(checkpointed + 1);
-        let mut logs = logs;
         for log in &mut logs {
             log.reset();
             log.continue_from(next_lsn);
@@ -166,7 +194,7 @@ impl CommitLog {
                 last_checkpoint: Instant::now(),
                 failed: None,
                 spare: Vec::new(),
-                payload: Vec::new(),
+                record: Vec::new(),
                 stop: false,
             }),
             changed: Condvar::new(),
@@ -193,10 +221,11 @@ impl CommitLog {
     /// A commit through the log (see [`super::LmdbStore`]).
     pub(super) fn commit(&self, lmdb: &Lmdb, batch: &WriteBatch) -> Result<(), SyneviError> {
         let mut state = self.lock();
-        if let Some(reason) = &state.failed {
+        if let Some(failure) = &state.failed {
             return Err(SyneviError::Store(format!(
-                "the store at {} takes no more commits until it is reopened: {reason}",
-                lmdb.path.display()
+                "the store at {} takes no more commits until it is reopened: {}",
+                lmdb.path.display(),
+                failure.reason()
             )));
         }
         validate_batch(lmdb.serial, state.last_event_seq, batch)?;
@@ -204,10 +233,8 @@ impl CommitLog {
         let encoded = lmdb.encode(batch, buffer)?;
         let need = encoded.need();
         let last_event_seq = batch.events.last().map_or(state.last_event_seq, |e| e.seq);
-        // Room for the branch pages above the leaves, as when the map grows.
-        let slack = 64 * lmdb.config.page;
         let outstanding = state.pending_need + state.in_flight.unwrap_or(0);
-        if outstanding + need + slack > lmdb.room() {
+        if outstanding.saturating_add(lmdb.needed(&[&encoded])) > lmdb.room() {
             // Close to the map's maximum: everything the log holds goes into LMDB first, then
             // the batch, straight, so that LMDB grows the map or finds it full (and then
             // writes nothing).
@@ -219,16 +246,17 @@ impl CommitLog {
             state.recycle(encoded.values);
             return committed;
         }
-        let mut payload = std::mem::take(&mut state.payload);
-        payload.clear();
-        encoded.write_payload(&mut payload).map_err(|reason| {
+        let mut record = std::mem::take(&mut state.record);
+        Log::start_record(&mut record);
+        encoded.write_payload(&mut record).map_err(|reason| {
             SyneviError::Store(format!("cannot encode a commit-log record: {reason}"))
         })?;
+        let payload_len = Log::payload_len(&record);
         let due = state.last_checkpoint.elapsed() >= lmdb.config.checkpoint_interval;
         if due && !state.pending.is_empty() && state.in_flight.is_none() {
             state = self.hand_over(state);
         }
-        if !state.active().fits(payload.len()) {
+        if !state.active().fits(payload_len) {
             // A log that fills within one interval grows, up to a limit; past it, or when
             // the interval is over, a checkpoint empties it.
             let size = state.active().size();
@@ -237,23 +265,23 @@ impl CommitLog {
                     .active()
                     .grow_to(size.saturating_mul(2).min(log::SIZE_GROWN_MAX))?;
             }
-            if !state.active().fits(payload.len()) {
+            if !state.active().fits(payload_len) {
                 state = self.hand_over(state);
             }
-            if !state.active().fits_empty(payload.len()) {
-                state.active().grow_to_fit(payload.len())?;
+            if !state.active().fits_empty(payload_len) {
+                state.active().grow_to_fit(payload_len)?;
             }
         }
-        debug_assert!(state.active().fits(payload.len()));
-        let appended = state.active().append(&payload);
-        state.payload = payload;
+        debug_assert!(state.active().fits(payload_len));
+        let appended = state.active().append(&mut record);
+        state.record = record;
         let lsn = match appended {
             Ok(lsn) => lsn,
             Err(error) => {
                 let message = format!(
                     "writing the commit log failed ({error}); nothing of the batch was kept"
                 );
-                state.failed = Some(message.clone());
+                state.failed = Some(Failure::Commits(message.clone()));
                 return Err(SyneviError::Store(format!(
                     "the store at {}: {message}, and it takes no more commits until it is \
                      reopened",
@@ -265,6 +293,7 @@ impl CommitLog {
         state.pending_need += need;
         state.pending_through = lsn;
         state.pending.push(encoded);
+        state.check();
         Ok(())
     }
 
@@ -301,6 +330,7 @@ impl CommitLog {
     /// finished, and makes the other file the active one.
     fn hand_over<'a>(&'a self, state: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         let mut state = self.finished(state);
+        state.check();
         if state.pending.is_empty() {
             state.last_checkpoint = Instant::now();
             state.active().reset();
@@ -309,7 +339,6 @@ impl CommitLog {
         let job = Job {
             batches: std::mem::take(&mut state.pending),
             through: state.pending_through,
-            file: state.active,
         };
         state.in_flight = Some(std::mem::take(&mut state.pending_need));
         state.job = Some(job);
@@ -331,15 +360,14 @@ impl CommitLog {
         state: MutexGuard<'a, State>,
     ) -> Result<MutexGuard<'a, State>, SyneviError> {
         let mut state = self.finished(state);
-        if let Some(reason) = &state.failed {
-            if reason.starts_with(CHECKPOINT_FAILED) {
-                // Batches of the failed checkpoint are only in the log now.
-                return Err(SyneviError::Store(format!(
-                    "the store at {} cannot be read until it is reopened: {reason}",
-                    lmdb.path.display()
-                )));
-            }
+        if let Some(Failure::Checkpoint(reason)) = &state.failed {
+            // Batches of the failed checkpoint are only in the log now.
+            return Err(SyneviError::Store(format!(
+                "the store at {} cannot be read until it is reopened: {reason}",
+                lmdb.path.display()
+            )));
         }
+        state.check();
         if !state.pending.is_empty() {
             let batches: Vec<&EncodedBatch> = state.pending.iter().collect();
             lmdb.commit_encoded(&batches, None, Some(state.pending_through))?;
@@ -377,17 +405,14 @@ impl Drop for OnPanic<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
             let mut state = lock(self.0);
-            state.failed = Some(format!(
-                "{CHECKPOINT_FAILED}: the checkpoint thread panicked"
+            state.failed = Some(Failure::Checkpoint(
+                "the checkpoint thread panicked".to_string(),
             ));
             state.in_flight = None;
             self.0.changed.notify_all();
         }
     }
 }
-
-/// How the reason a store fails starts when a checkpoint failed.
-const CHECKPOINT_FAILED: &str = "a checkpoint failed";
 
 /// Takes the state's lock. After a panic while it was held, the store takes no more
 /// commits: a record may have been written whose batch is not pending (a checkpoint then
@@ -397,7 +422,7 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
         let mut state = poisoned.into_inner();
         state
             .failed
-            .get_or_insert_with(|| "a commit panicked".to_string());
+            .get_or_insert_with(|| Failure::Commits("a commit panicked".to_string()));
         state
     })
 }
@@ -427,7 +452,8 @@ fn checkpoints(shared: &Shared, lmdb: &Lmdb) {
         let mut state = lock(shared);
         match written {
             Ok(()) => {
-                state.logs[job.file].reset();
+                // The batches' file may be written again; `hand_over` starts it over when it
+                // makes it the active file.
                 for batch in job.batches {
                     state.recycle(batch.values);
                 }
@@ -436,8 +462,8 @@ fn checkpoints(shared: &Shared, lmdb: &Lmdb) {
                 // The batches are durable in their file, which is not written again: the
                 // next open applies them. Until then nothing may read LMDB, which lacks
                 // them, nor commit after them.
-                tracing::error!(path = %lmdb.path.display(), %error, "{CHECKPOINT_FAILED}");
-                state.failed = Some(format!("{CHECKPOINT_FAILED}: {error}"));
+                tracing::error!(path = %lmdb.path.display(), %error, "a checkpoint failed");
+                state.failed = Some(Failure::Checkpoint(format!("a checkpoint failed: {error}")));
             }
         }
         state.in_flight = None;

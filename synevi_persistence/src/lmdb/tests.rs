@@ -691,7 +691,10 @@ fn a_damaged_record_that_passes_its_checksum_is_corruption() {
         let (mut log, _) = log::Log::open(&path, log::LOG_FILES[0], 0, true)
             .expect("creates")
             .expect("a log");
-        log.append(&[7u8; 5]).expect("appends");
+        let mut record = Vec::new();
+        log::Log::start_record(&mut record);
+        record.extend_from_slice(&[7u8; 5]);
+        log.append(&mut record).expect("appends");
     }
     assert_corrupt(
         LmdbStore::with_config(&path, SERIAL, small_config()),
